@@ -1,0 +1,122 @@
+/* umrt.h — the public C API of umrt, a userspace unified memory runtime.
+ *
+ * One managed allocation (umrt_malloc) is a host virtual range whose pages live in host memory
+ * or in device memory and move between them on demand: CPU accesses to device-resident pages
+ * are caught with userfaultfd and served by migrating the pages back; device use is declared
+ * with umrt_prefetch(..., UMRT_LOCATION_DEVICE, ...) before kernels run and addressed through
+ * umrt_device_pointer().
+ *
+ * Every function returns a umrt_status; on failure nothing was changed and umrt_last_error()
+ * holds a thread-local message saying why. All functions are thread-safe. No function throws.
+ */
+#ifndef UMRT_UMRT_H
+#define UMRT_UMRT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum umrt_status {
+  UMRT_SUCCESS = 0,
+  UMRT_ERROR_INVALID_VALUE,    /* bad pointer, size, flag or location; nothing was changed     */
+  UMRT_ERROR_OUT_OF_MEMORY,    /* host or device memory exhausted even after eviction           */
+  UMRT_ERROR_NOT_SUPPORTED,    /* e.g. userfaultfd refused by the kernel                        */
+  UMRT_ERROR_NO_DEVICE,        /* the requested backend cannot run here                          */
+  UMRT_ERROR_BACKEND,          /* a device call or copy failed; umrt_last_error() says which    */
+} umrt_status;                 /* more codes may follow these                                    */
+
+typedef enum umrt_location { UMRT_LOCATION_HOST = 0, UMRT_LOCATION_DEVICE = 1 } umrt_location;
+
+typedef enum umrt_backend_kind {
+  UMRT_BACKEND_DEFAULT = 0, /* from UMRT_BACKEND, else auto */
+  UMRT_BACKEND_AUTO,        /* cuda when a GPU is usable, else sim */
+  UMRT_BACKEND_SIM,         /* simulated device (memfd arena), runs everywhere */
+  UMRT_BACKEND_CUDA,        /* a real GPU */
+} umrt_backend_kind;
+
+typedef enum umrt_log_level {
+  UMRT_LOG_DEFAULT = 0, /* from UMRT_LOG, else warn */
+  UMRT_LOG_ERROR,
+  UMRT_LOG_WARN,
+  UMRT_LOG_INFO,
+  UMRT_LOG_DEBUG,
+} umrt_log_level;
+
+/* What a CPU write to a page that an in-flight host->device batch has locked does. */
+typedef enum umrt_write_fault_policy {
+  UMRT_WRITE_FAULT_DEFAULT = 0, /* from UMRT_WRITE_FAULT, else cancel (see docs/design.md) */
+  UMRT_WRITE_FAULT_CANCEL,      /* the page's migration is cancelled; the writer goes on at once */
+  UMRT_WRITE_FAULT_WAIT,        /* the writer waits for the batch, then faults the page back    */
+} umrt_write_fault_policy;
+
+/* Runtime configuration. Zero in any field means "take it from the environment, else the
+ * default"; umrt_config_defaults() fills a struct with what umrt_init(NULL) would use. */
+typedef struct umrt_config {
+  umrt_backend_kind backend;          /* UMRT_BACKEND=auto|cuda|sim                            */
+  uint64_t device_memory;             /* bytes; UMRT_DEVICE_MEMORY (K/M/G suffixes); sim: 4G   */
+  umrt_log_level log_level;           /* UMRT_LOG=error|warn|info|debug                        */
+  uint32_t copy_threads;              /* copy engines; UMRT_COPY_THREADS; default 2            */
+  uint32_t prefetch_min_pages;        /* fault prefetch window start; UMRT_PREFETCH_MIN; 16    */
+  uint32_t prefetch_max_pages;        /* window cap (<= 512); UMRT_PREFETCH_MAX; 512           */
+  umrt_write_fault_policy write_fault;/* UMRT_WRITE_FAULT=cancel|wait                          */
+  double sim_bandwidth_gbps;          /* sim copy bandwidth limit per engine; UMRT_SIM_BANDWIDTH
+                                         (GB/s, 0 = unlimited)                                 */
+  uint32_t sim_latency_us;            /* sim latency added to each copy; UMRT_SIM_LATENCY_US   */
+} umrt_config;
+
+/* Statistics since umrt_init. Fields only ever get appended. */
+typedef struct umrt_stats {
+  uint64_t cpu_faults;        /* userfaultfd page-fault messages served                        */
+  uint64_t bytes_to_device;   /* bytes copied host->device (zero-fill excluded)                */
+  uint64_t bytes_to_host;     /* bytes copied device->host (zero-fill excluded)                */
+  uint64_t evictions;         /* blocks evicted from device memory                             */
+  uint64_t batches;           /* protocol runs (collect..finalize)                             */
+  uint64_t pages_to_device;   /* pages whose migration to the device completed                */
+  uint64_t pages_to_host;     /* pages whose migration to the host completed                  */
+  uint64_t zero_fills;        /* never-touched pages materialised as zeros (no copy)           */
+  uint64_t pages_restored;    /* selected pages that could not move and were restored          */
+  uint64_t pages_skipped_locked; /* pages another batch held (first locker wins)                */
+  uint64_t fault_groups;      /* fault batches (faults grouped per block)                      */
+  uint64_t write_faults;      /* write-protect faults on pages locked by a host->device batch  */
+  uint64_t write_cancels;     /* ... of which cancelled that page's migration                  */
+  uint64_t device_bytes_in_use;  /* device memory held by chunks now                          */
+  uint64_t device_capacity;   /* device memory capacity                                        */
+} umrt_stats;
+
+/* Fault injection (sim backend only; other backends answer UMRT_ERROR_NOT_SUPPORTED). */
+typedef enum umrt_inject_kind {
+  UMRT_INJECT_ALLOC = 1, /* the nth next destination frame allocation of a batch fails */
+  UMRT_INJECT_COPY = 2,  /* the nth next copy (one coalesced run) fails                */
+} umrt_inject_kind;
+
+umrt_status umrt_config_defaults(umrt_config *cfg);  /* defaults + UMRT_* environment          */
+umrt_status umrt_init(const umrt_config *cfg);      /* NULL: defaults + UMRT_* environment;
+                                                       other calls initialise lazily            */
+umrt_status umrt_shutdown(void);                    /* all pages back to host, threads joined   */
+umrt_status umrt_malloc(void **ptr, size_t size);   /* size 0 -> INVALID_VALUE                   */
+umrt_status umrt_free(void *ptr);                   /* not from umrt_malloc / twice -> INVALID   */
+umrt_status umrt_prefetch(const void *ptr, size_t size, umrt_location dst, void *stream);
+                                                    /* pages covering [ptr, ptr+size) of ONE
+                                                       allocation; stream NULL = synchronous    */
+umrt_status umrt_device_pointer(const void *ptr, void **dptr);  /* device address of that byte  */
+umrt_status umrt_page_location(const void *ptr, umrt_location *loc); /* NONE pages read as HOST */
+umrt_status umrt_get_stats(umrt_stats *out);
+const char *umrt_status_string(umrt_status s);
+const char *umrt_last_error(void);                  /* thread-local detail of the last failure  */
+
+/* Name of the backend in use ("sim", "cuda"); initialises lazily. NULL on failure. */
+const char *umrt_backend_name(void);
+/* Make the nth next operation of that kind fail (nth >= 1), count times in a row. */
+umrt_status umrt_inject_failure(umrt_inject_kind kind, uint64_t nth, uint64_t count);
+/* Check every invariant of the page state arrays and device memory; INVALID_VALUE with the
+ * first violation in umrt_last_error() if one is broken. Meant for tests and debugging. */
+umrt_status umrt_validate(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* UMRT_UMRT_H */

@@ -1,0 +1,339 @@
+// api.cpp — the C API: argument validation, lazy initialisation, status + umrt_last_error()
+// for every failure, thread safety (a shared lock for calls, an exclusive one for init and
+// shutdown). Nothing here throws: allocation failures become UMRT_ERROR_OUT_OF_MEMORY.
+#include <pthread.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <new>
+#include <shared_mutex>
+
+#include "batch.h"
+#include "config.h"
+#include "runtime.h"
+
+using namespace umrt::rt;
+
+namespace {
+
+std::shared_mutex g_life;             // shared: API calls; exclusive: init / shutdown
+std::unique_ptr<Runtime> g_rt;        // guarded by g_life
+std::atomic<bool> g_in_child{false};  // set in a child after fork(): umrt is unusable there
+std::once_flag g_atfork_once;
+
+// Ranges left mapped by umrt_shutdown (plain host memory now); umrt_free unmaps them.
+std::mutex g_orphans_mu;
+std::map<uintptr_t, RangePtr> g_orphans;
+
+constexpr size_t kMaxAlloc = size_t{1} << 46;  // 64 TiB: far beyond any machine, below VA limits
+
+umrt_status init_locked(const umrt_config *user) {
+  std::call_once(g_atfork_once, [] {
+    pthread_atfork(nullptr, nullptr, [] { g_in_child.store(true); });
+  });
+  umrt_config c{};
+  if (user) c = *user;
+  umrt_status st = resolve_config(&c);
+  if (st != UMRT_SUCCESS) return st;
+  auto rt = std::unique_ptr<Runtime>(new (std::nothrow) Runtime());
+  if (!rt) return set_error(UMRT_ERROR_OUT_OF_MEMORY, "out of host memory");
+  st = rt->start(c);
+  if (st != UMRT_SUCCESS) {
+    rt->stop();
+    return st;
+  }
+  g_rt = std::move(rt);
+  return UMRT_SUCCESS;
+}
+
+// Holds the runtime for one API call, initialising it lazily.
+class Call {
+ public:
+  Call() {
+    if (g_in_child.load(std::memory_order_relaxed)) {
+      st_ = set_error(UMRT_ERROR_NOT_SUPPORTED,
+                      "umrt cannot be used in a child process after fork(): managed memory is "
+                      "not inherited");
+      return;
+    }
+    for (;;) {
+      lk_ = std::shared_lock(g_life);
+      if (g_rt) break;
+      lk_.unlock();
+      {
+        std::unique_lock u(g_life);
+        if (!g_rt) {
+          st_ = init_locked(nullptr);
+          if (st_ != UMRT_SUCCESS) return;
+        }
+      }
+    }
+    rt_ = g_rt.get();
+  }
+  bool ok() const { return rt_ != nullptr; }
+  umrt_status status() const { return st_; }
+  Runtime &rt() { return *rt_; }
+
+ private:
+  std::shared_lock<std::shared_mutex> lk_;
+  Runtime *rt_ = nullptr;
+  umrt_status st_ = UMRT_SUCCESS;
+};
+
+umrt_status from_errno(int rc, const char *what) {
+  switch (rc) {
+    case 0: return UMRT_SUCCESS;
+    case -ENOMEM:
+      return set_error(UMRT_ERROR_OUT_OF_MEMORY,
+                       "%s: device memory exhausted even after eviction (or frame allocation failed)", what);
+    case -EIO: return set_error(UMRT_ERROR_BACKEND, "%s: a device copy failed; the pages stayed where they were", what);
+    case -EBUSY: return set_error(UMRT_ERROR_BACKEND, "%s: pages stayed locked by another migration", what);
+    default: return set_error(UMRT_ERROR_BACKEND, "%s: %s", what, strerror(-rc));
+  }
+}
+
+// The range containing [p, p + size) entirely, with its inflight count held.
+umrt_status span_of(Runtime &rt, const void *p, size_t size, const char *fn, RangeRef *out) {
+  if (!p) return set_error(UMRT_ERROR_INVALID_VALUE, "%s: pointer is NULL", fn);
+  uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  RangeRef ref = rt.ranges.acquire(a);
+  if (!ref)
+    return set_error(UMRT_ERROR_INVALID_VALUE, "%s: %p is not inside a managed allocation", fn, p);
+  if (size > ref->size || a - ref->start > ref->size - size)
+    return set_error(UMRT_ERROR_INVALID_VALUE,
+                     "%s: [%p, +%zu) crosses the end of the allocation [%p, +%zu)", fn, p, size,
+                     reinterpret_cast<void *>(ref->start), ref->size);
+  *out = std::move(ref);
+  return UMRT_SUCCESS;
+}
+
+}  // namespace
+
+extern "C" {
+
+umrt_status umrt_config_defaults(umrt_config *cfg) {
+  if (!cfg) return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_config_defaults: cfg is NULL");
+  umrt_config c{};
+  umrt_status st = resolve_config(&c);
+  if (st == UMRT_SUCCESS) *cfg = c;
+  return st;
+}
+
+umrt_status umrt_init(const umrt_config *cfg) {
+  if (g_in_child.load()) return Call().status();
+  std::unique_lock u(g_life);
+  if (g_rt) {
+    if (!cfg) return UMRT_SUCCESS;
+    return set_error(UMRT_ERROR_INVALID_VALUE,
+                     "umrt_init: already initialised; call umrt_shutdown() before re-initialising "
+                     "with a configuration");
+  }
+  return init_locked(cfg);
+}
+
+umrt_status umrt_shutdown(void) {
+  if (g_in_child.load()) return Call().status();
+  std::unique_lock u(g_life);
+  if (!g_rt) return UMRT_SUCCESS;
+  std::vector<RangePtr> left = g_rt->stop();
+  g_rt.reset();
+  std::lock_guard g(g_orphans_mu);
+  for (RangePtr &r : left) g_orphans[r->start] = std::move(r);
+  return UMRT_SUCCESS;
+}
+
+umrt_status umrt_malloc(void **ptr, size_t size) {
+  if (!ptr) return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_malloc: ptr is NULL");
+  if (size == 0) return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_malloc: size is 0");
+  if (size > kMaxAlloc)
+    return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_malloc: size %zu exceeds the limit of %zu bytes", size, kMaxAlloc);
+  Call call;
+  if (!call.ok()) return call.status();
+  Runtime &rt = call.rt();
+  rt.reap_zombies();
+
+  auto r = std::shared_ptr<Range>(new (std::nothrow) Range());
+  if (!r) return set_error(UMRT_ERROR_OUT_OF_MEMORY, "umrt_malloc: out of host memory");
+  r->size = size;
+  r->npages = pages_of(size);
+  r->map_bytes = r->npages * kPageSize;
+  r->entries.reset(new (std::nothrow) Entry[r->npages]());
+  if (!r->entries) return set_error(UMRT_ERROR_OUT_OF_MEMORY, "umrt_malloc: out of host memory for page state");
+
+  // Large ranges start 2 MiB-aligned so blocks line up with device chunks.
+  const bool large = r->npages >= kBlockPages;
+  const size_t reserve = large ? r->map_bytes + kBlockSize : r->map_bytes;
+  char *p = static_cast<char *>(
+      mmap(nullptr, reserve, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
+  if (p == MAP_FAILED)
+    return set_error(UMRT_ERROR_OUT_OF_MEMORY, "umrt_malloc: mmap of %zu bytes: %s", reserve, strerror(errno));
+  char *start = p;
+  if (large) {
+    start = reinterpret_cast<char *>(round_up(reinterpret_cast<uintptr_t>(p), kBlockSize));
+    if (start > p) munmap(p, static_cast<size_t>(start - p));
+    char *end = start + r->map_bytes;
+    if (p + reserve > end) munmap(end, static_cast<size_t>(p + reserve - end));
+  }
+  madvise(start, r->map_bytes, MADV_NOHUGEPAGE);
+  madvise(start, r->map_bytes, MADV_DONTFORK);
+  r->start = reinterpret_cast<uintptr_t>(start);
+  int rc = rt.uffd.register_range(start, r->map_bytes);
+  if (rc) {
+    munmap(start, r->map_bytes);
+    return set_error(rc == -ENOMEM ? UMRT_ERROR_OUT_OF_MEMORY : UMRT_ERROR_NOT_SUPPORTED,
+                     "umrt_malloc: userfaultfd registration: %s", strerror(-rc));
+  }
+  rc = rt.devmem.setup_range(*r);
+  if (rc) {
+    rt.uffd.unregister_range(start, r->map_bytes);
+    munmap(start, r->map_bytes);
+    return set_error(UMRT_ERROR_OUT_OF_MEMORY, "umrt_malloc: device window: %s", strerror(-rc));
+  }
+  rt.ranges.insert(r);
+  *ptr = start;
+  return UMRT_SUCCESS;
+}
+
+umrt_status umrt_free(void *ptr) {
+  if (!ptr) return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_free: ptr is NULL");
+  Call call;
+  if (!call.ok()) return call.status();
+  Runtime &rt = call.rt();
+  uintptr_t a = reinterpret_cast<uintptr_t>(ptr);
+  RangePtr r = rt.ranges.remove_exact(a);
+  if (!r) {
+    {
+      std::lock_guard g(g_orphans_mu);
+      auto it = g_orphans.find(a);
+      if (it != g_orphans.end()) {  // left by umrt_shutdown: plain host memory now
+        rt.release_host(*it->second, true);
+        g_orphans.erase(it);
+        return UMRT_SUCCESS;
+      }
+    }
+    if (RangeRef in = rt.ranges.acquire(a))
+      return set_error(UMRT_ERROR_INVALID_VALUE,
+                       "umrt_free: %p points inside the allocation at %p, not at its start", ptr,
+                       reinterpret_cast<void *>(in->start));
+    return set_error(UMRT_ERROR_INVALID_VALUE,
+                     "umrt_free: %p is not from umrt_malloc, was already freed, or was munmap()ed", ptr);
+  }
+  rt.retire(*r);
+  rt.release_host(*r, true);
+  rt.reap_zombies();
+  return UMRT_SUCCESS;
+}
+
+umrt_status umrt_prefetch(const void *ptr, size_t size, umrt_location dst, void *stream) {
+  (void)stream;  // sim: every copy completes before return, which satisfies stream order
+  if (dst != UMRT_LOCATION_HOST && dst != UMRT_LOCATION_DEVICE)
+    return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_prefetch: location %d is neither HOST nor DEVICE", static_cast<int>(dst));
+  if (size == 0) return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_prefetch: size is 0");
+  Call call;
+  if (!call.ok()) return call.status();
+  RangeRef ref;
+  if (umrt_status st = span_of(call.rt(), ptr, size, "umrt_prefetch", &ref); st != UMRT_SUCCESS) return st;
+  uintptr_t a = reinterpret_cast<uintptr_t>(ptr);
+  size_t first = ref->page_of(a);
+  size_t last = ref->page_of(a + size - 1);
+  int rc = migrate_span(call.rt(), *ref.get(), first, last + 1 - first,
+                        dst == UMRT_LOCATION_DEVICE ? Dir::to_device : Dir::to_host, Why::prefetch);
+  return from_errno(rc, "umrt_prefetch");
+}
+
+umrt_status umrt_device_pointer(const void *ptr, void **dptr) {
+  if (!dptr) return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_device_pointer: dptr is NULL");
+  Call call;
+  if (!call.ok()) return call.status();
+  RangeRef ref;
+  if (umrt_status st = span_of(call.rt(), ptr, 1, "umrt_device_pointer", &ref); st != UMRT_SUCCESS) return st;
+  *dptr = ref->dev_base + (reinterpret_cast<uintptr_t>(ptr) - ref->start);
+  return UMRT_SUCCESS;
+}
+
+umrt_status umrt_page_location(const void *ptr, umrt_location *loc) {
+  if (!loc) return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_page_location: loc is NULL");
+  Call call;
+  if (!call.ok()) return call.status();
+  RangeRef ref;
+  if (umrt_status st = span_of(call.rt(), ptr, 1, "umrt_page_location", &ref); st != UMRT_SUCCESS) return st;
+  uint64_t e = ref->entries[ref->page_of(reinterpret_cast<uintptr_t>(ptr))].load(std::memory_order_acquire);
+  *loc = entry::loc(e) == Loc::DEVICE ? UMRT_LOCATION_DEVICE : UMRT_LOCATION_HOST;
+  return UMRT_SUCCESS;
+}
+
+umrt_status umrt_get_stats(umrt_stats *out) {
+  if (!out) return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_get_stats: out is NULL");
+  Call call;
+  if (!call.ok()) return call.status();
+  Runtime &rt = call.rt();
+  const Stats &s = rt.stats;
+  auto ld = [](const std::atomic<uint64_t> &v) { return v.load(std::memory_order_relaxed); };
+  umrt_stats o{};
+  o.cpu_faults = ld(s.cpu_faults);
+  o.bytes_to_device = ld(s.bytes_to_device);
+  o.bytes_to_host = ld(s.bytes_to_host);
+  o.evictions = rt.devmem.evictions();
+  o.batches = ld(s.batches);
+  o.pages_to_device = ld(s.pages_to_device);
+  o.pages_to_host = ld(s.pages_to_host);
+  o.zero_fills = ld(s.zero_fills);
+  o.pages_restored = ld(s.pages_restored);
+  o.pages_skipped_locked = ld(s.pages_skipped_locked);
+  o.fault_groups = ld(s.fault_groups);
+  o.write_faults = ld(s.write_faults);
+  o.write_cancels = ld(s.write_cancels);
+  o.device_bytes_in_use = rt.devmem.bytes_in_use();
+  o.device_capacity = rt.devmem.capacity();
+  *out = o;
+  return UMRT_SUCCESS;
+}
+
+const char *umrt_status_string(umrt_status s) {
+  switch (s) {
+    case UMRT_SUCCESS: return "UMRT_SUCCESS";
+    case UMRT_ERROR_INVALID_VALUE: return "UMRT_ERROR_INVALID_VALUE";
+    case UMRT_ERROR_OUT_OF_MEMORY: return "UMRT_ERROR_OUT_OF_MEMORY";
+    case UMRT_ERROR_NOT_SUPPORTED: return "UMRT_ERROR_NOT_SUPPORTED";
+    case UMRT_ERROR_NO_DEVICE: return "UMRT_ERROR_NO_DEVICE";
+    case UMRT_ERROR_BACKEND: return "UMRT_ERROR_BACKEND";
+  }
+  return "UMRT_ERROR_UNKNOWN";
+}
+
+const char *umrt_last_error(void) { return last_error(); }
+
+const char *umrt_backend_name(void) {
+  Call call;
+  if (!call.ok()) return nullptr;
+  return call.rt().backend->name();
+}
+
+umrt_status umrt_inject_failure(umrt_inject_kind kind, uint64_t nth, uint64_t count) {
+  if (kind != UMRT_INJECT_ALLOC && kind != UMRT_INJECT_COPY)
+    return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_inject_failure: kind %d is not an injection kind", static_cast<int>(kind));
+  if (nth == 0 || count == 0)
+    return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_inject_failure: nth and count must be >= 1");
+  Call call;
+  if (!call.ok()) return call.status();
+  int rc = call.rt().backend->inject(kind == UMRT_INJECT_ALLOC ? InjectKind::alloc : InjectKind::copy, nth, count);
+  if (rc == -EOPNOTSUPP)
+    return set_error(UMRT_ERROR_NOT_SUPPORTED, "umrt_inject_failure: the %s backend has no fault injection", call.rt().backend->name());
+  return rc ? set_error(UMRT_ERROR_INVALID_VALUE, "umrt_inject_failure: %s", strerror(-rc)) : UMRT_SUCCESS;
+}
+
+umrt_status umrt_validate(void) {
+  Call call;
+  if (!call.ok()) return call.status();
+  std::string why;
+  if (!call.rt().devmem.validate(call.rt().ranges.snapshot(), &why))
+    return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_validate: %s", why.c_str());
+  return UMRT_SUCCESS;
+}
+
+}  // extern "C"

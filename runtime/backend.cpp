@@ -1,0 +1,44 @@
+// backend.cpp — the checking, tracing front of the backend interface (see backend.h).
+#include "backend.h"
+
+#include <cerrno>
+
+namespace umrt::rt {
+
+int Backend::window_create(size_t bytes, DevWindow *w) {
+  if (bytes == 0 || bytes % kBlockSize != 0 || !w) return -EINVAL;
+  int rc = do_window_create(bytes, w);
+  log(Level::debug, "%s: window %p + %zu -> %d", name(), w->base, bytes, rc);
+  return rc;
+}
+
+void Backend::window_destroy(DevWindow *w) {
+  if (!w || !w->base) return;
+  do_window_destroy(w);
+  w->base = nullptr;
+  w->bytes = 0;
+}
+
+int Backend::chunk_map(DevWindow *w, size_t offset, uint32_t chunk) {
+  if (!w || offset % kBlockSize || offset + kBlockSize > w->bytes ||
+      uint64_t{chunk} * kBlockSize >= capacity())
+    return -EINVAL;
+  return do_chunk_map(w, offset, chunk);
+}
+
+int Backend::chunk_unmap(DevWindow *w, size_t offset) {
+  if (!w || offset % kBlockSize || offset + kBlockSize > w->bytes) return -EINVAL;
+  return do_chunk_unmap(w, offset);
+}
+
+int Backend::transfer(CopyOp *ops, size_t n, Installer *inst) {
+  if (n == 0) return 0;
+  for (size_t i = 0; i < n; ++i) {
+    ops[i].status = 0;
+    ops[i].done = 0;
+    if (ops[i].dir == CopyOp::D2H && !inst) return -EINVAL;
+  }
+  return do_transfer(ops, n, inst);
+}
+
+}  // namespace umrt::rt

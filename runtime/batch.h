@@ -1,0 +1,64 @@
+// batch.h — one run of the migration protocol over a span of one range within one device block:
+// the src[]/dst[] arrays (upstream migrate_vma shape) and counters, and the protocol steps
+//   collect -> unmap -> copy -> finalize
+// each implemented in its own file (collect.cpp, unmap.cpp, copy.cpp, finalize.cpp) and driven
+// by migrate.cpp.
+//
+// src[i] (page first + i): 0 if this batch does not hold the page; otherwise the entry value
+// the batch locked (unlocked form) | LOCKED, plus MIGRATE while the page is still to move and
+// WRITE when the source copy may be written (host source). dst[i]: the entry the page gets
+// when it moves (location, frame) | MIGRATE once a destination is allocated.
+// Invariant: MIGRATE in dst[i] implies MIGRATE in src[i]; a page leaves the batch either
+// published (dst) or restored (src), never both, never neither.
+#pragma once
+
+#include "runtime.h"
+
+namespace umrt::rt {
+
+enum class Dir : uint8_t { to_device, to_host };
+enum class Why : uint8_t { prefetch, fault, evict, shutdown };
+
+struct Batch {
+  Runtime *rt;
+  Range *r;
+  DBlock *db;
+  size_t first, n;  // pages [first, first + n), all in one device block
+  Dir dir;
+  Why why;
+  uint64_t src[kBlockPages];
+  uint64_t dst[kBlockPages];
+  bool installed[kBlockPages];  // to_host: the page was mapped into the range
+  // counters
+  uint32_t held = 0;           // pages locked by this batch
+  uint32_t skipped_locked = 0; // pages another batch or the fault service held
+  uint32_t published = 0;
+  uint32_t restored = 0;
+  int error = 0;               // first error (-errno): -ENOMEM for device memory, -EIO copy
+
+  void fail(int e) {
+    if (!error) error = e;
+  }
+};
+
+// The steps. Each returns nothing: failures clear MIGRATE for the pages concerned and record
+// batch.error; finalize always runs and leaves every held page published or restored.
+void collect(Batch &b);
+void unmap(Batch &b);
+void copy(Batch &b);
+void finalize(Batch &b);
+
+// Run one batch over [first, first + n) (inside one block). block_held: the caller already
+// holds the block busy (eviction). Returns 0 or the first error; *skipped gets pages skipped
+// because another owner held them.
+int run_batch(Runtime &rt, Range &r, size_t first, size_t n, Dir dir, Why why, bool block_held,
+              uint32_t *skipped);
+
+// Move every page of [first, first + n) of r to dir, block by block, retrying pages held by
+// others until they are free. Returns 0 or the first error (later blocks untouched).
+int migrate_span(Runtime &rt, Range &r, size_t first, size_t n, Dir dir, Why why);
+
+// DevMem eviction callback: pages [first, first + n) of r to host (the block is held).
+int evict_pages(void *rt, Range &r, size_t first, size_t n);
+
+}  // namespace umrt::rt

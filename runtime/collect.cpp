@@ -1,0 +1,45 @@
+// collect.cpp — protocol step 1: one pass over the span's entries selecting the pages to move.
+//
+// Pages already at the destination are skipped; the others are try-locked (CAS of LOCKED):
+// a page another batch or the fault service holds is skipped — first locker wins, collect
+// never waits. Selected pages get MIGRATE (+ WRITE for a host source) in src[].
+//   to_device: HOST pages (copied) and NONE pages (zero-filled on the device, no copy).
+//   to_host:   DEVICE pages (copied back); NONE pages only on the fault path (zero-filled,
+//              no copy — a prefetch leaves them NONE, which already reads as zero on the host);
+//              DEVICE pages whose host address the user unmapped (GONE) are dropped.
+#include "batch.h"
+
+namespace umrt::rt {
+
+void collect(Batch &b) {
+  Entry *ents = b.r->entries.get();
+  for (size_t i = 0; i < b.n; ++i) {
+    b.src[i] = 0;
+    b.dst[i] = 0;
+    b.installed[i] = false;
+    Entry &e = ents[b.first + i];
+    uint64_t cur = e.load(std::memory_order_acquire);
+    for (;;) {
+      Loc l = entry::loc(cur);
+      bool gone = cur & entry::GONE;
+      bool want;
+      if (b.dir == Dir::to_device)
+        want = !gone && (l == Loc::HOST || l == Loc::NONE);
+      else
+        want = l == Loc::DEVICE || (l == Loc::NONE && !gone && b.why == Why::fault);
+      if (!want) break;
+      if (entry::locked(cur)) {
+        ++b.skipped_locked;
+        break;
+      }
+      if (entry_transition(e, cur, cur | entry::LOCKED)) {
+        b.src[i] = cur | entry::LOCKED | entry::MIGRATE | (l == Loc::HOST ? entry::WRITE : 0);
+        ++b.held;
+        break;
+      }
+      // cur was reloaded by the failed CAS: decide again
+    }
+  }
+}
+
+}  // namespace umrt::rt

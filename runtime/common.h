@@ -1,0 +1,42 @@
+// common.h — constants, logging and error reporting shared by every runtime file.
+//
+// Errors inside the runtime travel as -errno ints (0 = success) on the hot paths, as in
+// liburing; only the C API layer (api.cpp) turns them into umrt_status + umrt_last_error().
+#pragma once
+
+#include <umrt/umrt.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace umrt::rt {
+
+constexpr size_t kPageShift = 12;
+constexpr size_t kPageSize = size_t{1} << kPageShift;     // 4 KiB: the unit of residency
+constexpr size_t kBlockPages = 512;                         // pages per block
+constexpr size_t kBlockSize = kPageSize * kBlockPages;      // 2 MiB: batching, chunks
+
+inline constexpr size_t pages_of(size_t bytes) { return (bytes + kPageSize - 1) >> kPageShift; }
+inline constexpr size_t round_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
+
+// Logging: level from the configuration (UMRT_LOG). Never throws.
+enum class Level { error = 1, warn = 2, info = 3, debug = 4 };
+void set_log_level(Level l);
+bool log_enabled(Level l);
+void log(Level l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+// Thread-local failure detail returned by umrt_last_error(); set_error returns s for chaining.
+umrt_status set_error(umrt_status s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+const char *last_error();
+void clear_error();
+
+#if UMRT_DEBUG_CHECKS
+[[noreturn]] void check_failed(const char *expr, const char *file, int line, const char *msg);
+#define UMRT_CHECK(cond, msg) \
+  ((cond) ? (void)0 : ::umrt::rt::check_failed(#cond, __FILE__, __LINE__, (msg)))
+#else
+#define UMRT_CHECK(cond, msg) ((void)0)
+#endif
+
+}  // namespace umrt::rt

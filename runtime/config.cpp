@@ -1,0 +1,124 @@
+// config.cpp — umrt_config resolution: explicit fields win, then UMRT_* variables, then defaults.
+#include "config.h"
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+namespace umrt::rt {
+
+bool parse_bytes(const char *s, uint64_t *out) {
+  if (!s || !*s) return false;
+  errno = 0;
+  char *end = nullptr;
+  unsigned long long v = std::strtoull(s, &end, 10);
+  if (errno || end == s || s[0] == '-') return false;
+  uint64_t mul = 1;
+  switch (*end) {
+    case '\0': break;
+    case 'k': case 'K': mul = 1ull << 10; ++end; break;
+    case 'm': case 'M': mul = 1ull << 20; ++end; break;
+    case 'g': case 'G': mul = 1ull << 30; ++end; break;
+    case 't': case 'T': mul = 1ull << 40; ++end; break;
+    default: return false;
+  }
+  if (*end == 'i' || *end == 'I') ++end;
+  if (*end == 'b' || *end == 'B') ++end;
+  if (*end != '\0') return false;
+  if (v > UINT64_MAX / mul) return false;
+  *out = v * mul;
+  return true;
+}
+
+namespace {
+
+bool parse_u32(const char *s, uint32_t *out) {
+  errno = 0;
+  char *end = nullptr;
+  unsigned long v = std::strtoul(s, &end, 10);
+  if (errno || end == s || *end || s[0] == '-' || v > UINT32_MAX) return false;
+  *out = static_cast<uint32_t>(v);
+  return true;
+}
+
+umrt_status bad_env(const char *name, const char *value, const char *expect) {
+  return set_error(UMRT_ERROR_INVALID_VALUE, "%s=\"%s\" is not valid: expected %s", name, value,
+                   expect);
+}
+
+}  // namespace
+
+umrt_status resolve_config(umrt_config *c) {
+  const char *v;
+  if (c->backend == UMRT_BACKEND_DEFAULT) {
+    c->backend = UMRT_BACKEND_AUTO;
+    if ((v = std::getenv("UMRT_BACKEND")) && *v) {
+      if (!std::strcmp(v, "auto")) c->backend = UMRT_BACKEND_AUTO;
+      else if (!std::strcmp(v, "sim")) c->backend = UMRT_BACKEND_SIM;
+      else if (!std::strcmp(v, "cuda")) c->backend = UMRT_BACKEND_CUDA;
+      else return bad_env("UMRT_BACKEND", v, "auto, cuda or sim");
+    }
+  } else if (c->backend < UMRT_BACKEND_AUTO || c->backend > UMRT_BACKEND_CUDA) {
+    return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_config.backend %d is not a backend kind",
+                     static_cast<int>(c->backend));
+  }
+  if (c->device_memory == 0 && (v = std::getenv("UMRT_DEVICE_MEMORY")) && *v) {
+    if (!parse_bytes(v, &c->device_memory) || c->device_memory == 0)
+      return bad_env("UMRT_DEVICE_MEMORY", v, "a byte count such as 512M or 8G");
+  }
+  if (c->log_level == UMRT_LOG_DEFAULT) {
+    c->log_level = UMRT_LOG_WARN;
+    if ((v = std::getenv("UMRT_LOG")) && *v) {
+      if (!std::strcmp(v, "error")) c->log_level = UMRT_LOG_ERROR;
+      else if (!std::strcmp(v, "warn")) c->log_level = UMRT_LOG_WARN;
+      else if (!std::strcmp(v, "info")) c->log_level = UMRT_LOG_INFO;
+      else if (!std::strcmp(v, "debug")) c->log_level = UMRT_LOG_DEBUG;
+      else return bad_env("UMRT_LOG", v, "error, warn, info or debug");
+    }
+  } else if (c->log_level < UMRT_LOG_ERROR || c->log_level > UMRT_LOG_DEBUG) {
+    return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_config.log_level %d is not a level",
+                     static_cast<int>(c->log_level));
+  }
+  struct U32 { uint32_t *field; const char *env; uint32_t def; uint32_t lo, hi; };
+  const U32 u32s[] = {
+      {&c->copy_threads, "UMRT_COPY_THREADS", 2, 1, 64},
+      {&c->prefetch_min_pages, "UMRT_PREFETCH_MIN", 16, 1, 512},
+      {&c->prefetch_max_pages, "UMRT_PREFETCH_MAX", 512, 1, 512},
+      {&c->sim_latency_us, "UMRT_SIM_LATENCY_US", 0, 0, 10'000'000},
+  };
+  for (const U32 &u : u32s) {
+    bool from_field = *u.field != 0;
+    if (!from_field && (v = std::getenv(u.env)) && *v) {
+      if (!parse_u32(v, u.field)) return bad_env(u.env, v, "a non-negative integer");
+    }
+    if (*u.field == 0) *u.field = u.def;
+    if (*u.field < u.lo || *u.field > u.hi)
+      return set_error(UMRT_ERROR_INVALID_VALUE, "%s = %u is out of range [%u, %u]", u.env,
+                       *u.field, u.lo, u.hi);
+  }
+  if (c->prefetch_min_pages > c->prefetch_max_pages)
+    return set_error(UMRT_ERROR_INVALID_VALUE, "prefetch window: min %u pages > max %u pages",
+                     c->prefetch_min_pages, c->prefetch_max_pages);
+  if (c->write_fault == UMRT_WRITE_FAULT_DEFAULT) {
+    c->write_fault = UMRT_WRITE_FAULT_CANCEL;
+    if ((v = std::getenv("UMRT_WRITE_FAULT")) && *v) {
+      if (!std::strcmp(v, "cancel")) c->write_fault = UMRT_WRITE_FAULT_CANCEL;
+      else if (!std::strcmp(v, "wait")) c->write_fault = UMRT_WRITE_FAULT_WAIT;
+      else return bad_env("UMRT_WRITE_FAULT", v, "cancel or wait");
+    }
+  } else if (c->write_fault != UMRT_WRITE_FAULT_CANCEL && c->write_fault != UMRT_WRITE_FAULT_WAIT) {
+    return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_config.write_fault %d is not a policy",
+                     static_cast<int>(c->write_fault));
+  }
+  if (c->sim_bandwidth_gbps == 0 && (v = std::getenv("UMRT_SIM_BANDWIDTH")) && *v) {
+    char *end = nullptr;
+    double d = std::strtod(v, &end);
+    if (end == v || *end || !(d >= 0)) return bad_env("UMRT_SIM_BANDWIDTH", v, "GB/s >= 0");
+    c->sim_bandwidth_gbps = d;
+  }
+  if (!(c->sim_bandwidth_gbps >= 0))
+    return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_config.sim_bandwidth_gbps must be >= 0");
+  return UMRT_SUCCESS;
+}
+
+}  // namespace umrt::rt

@@ -1,0 +1,18 @@
+// config.h — the resolved runtime configuration: umrt_config fields, then UMRT_* environment,
+// then defaults. Parsing errors are reported, never guessed around.
+#pragma once
+
+#include "common.h"
+
+namespace umrt::rt {
+
+// Parse a byte count with an optional K/M/G/T suffix (powers of 1024). false on bad input.
+bool parse_bytes(const char *s, uint64_t *out);
+
+// Fill every zero field of cfg from the environment and the defaults. Returns
+// UMRT_ERROR_INVALID_VALUE (with last_error set) for a malformed variable or field.
+umrt_status resolve_config(umrt_config *cfg);
+
+constexpr uint64_t kSimDefaultDeviceMemory = uint64_t{4} << 30;
+
+}  // namespace umrt::rt

@@ -1,0 +1,149 @@
+// copy.cpp — protocol step 3: allocate destination frames into dst[], coalesce contiguous
+// selected pages into runs (one copy each), submit them through the backend in one batch, wait.
+//
+// to_device: the block's chunk (DevMem may evict LRU blocks for it), frames from the backend
+//   (fault injection point), then HOST runs are copied and NONE runs zero-filled on the device.
+// to_host:   DEVICE runs go device -> staging -> UFFDIO_COPY into the range (the backend calls
+//   the installer as each run is staged; the ioctl maps atomically and wakes faulting threads);
+//   NONE runs (fault path) are mapped with UFFDIO_ZEROPAGE; GONE pages are dropped.
+// A failed allocation or copy clears MIGRATE for those pages only; they will be restored.
+#include <cerrno>
+
+#include "batch.h"
+
+namespace umrt::rt {
+namespace {
+
+bool sel(const Batch &b, size_t i) { return b.src[i] & entry::MIGRATE; }
+
+void drop(Batch &b, size_t i, size_t j) {
+  for (size_t k = i; k < j; ++k) {
+    b.src[k] &= ~entry::MIGRATE;
+    b.dst[k] &= ~entry::MIGRATE;
+  }
+}
+
+struct BatchInstaller final : Installer {
+  Batch &b;
+  explicit BatchInstaller(Batch &bb) : b(bb) {}
+  int install(CopyOp &op, const void *staged) override {
+    size_t done = 0;
+    int rc = b.rt->uffd.copy(op.host, staged, op.len, false, &done);
+    size_t p0 = b.r->page_of(reinterpret_cast<uintptr_t>(op.host)) - b.first;
+    for (size_t k = 0; k < done / kPageSize; ++k) b.installed[p0 + k] = true;
+    op.done = done;
+    if (rc) log(Level::warn, "UFFDIO_COPY of %zu bytes at %p failed after %zu: %d", op.len, op.host, done, rc);
+    return rc;
+  }
+};
+
+void copy_to_device(Batch &b) {
+  Runtime &rt = *b.rt;
+  size_t nsel = 0;
+  for (size_t i = 0; i < b.n; ++i) nsel += sel(b, i);
+  if (nsel == 0) return;
+  int rc = rt.devmem.ensure_chunk(b.db);
+  if (!rc) rc = rt.backend->frames_alloc(nsel);
+  if (rc) {
+    drop(b, 0, b.n);
+    b.fail(rc);
+    return;
+  }
+  const uint32_t chunk = b.db->chunk;  // stable: this batch holds the block busy
+  CopyOp ops[kBlockPages];
+  size_t nops = 0;
+  for (size_t i = 0; i < b.n;) {
+    if (!sel(b, i)) {
+      ++i;
+      continue;
+    }
+    const bool zero = entry::loc(b.src[i]) == Loc::NONE;
+    size_t j = i;
+    while (j < b.n && sel(b, j) && (entry::loc(b.src[j]) == Loc::NONE) == zero) {
+      b.dst[j] = entry::make(Loc::DEVICE, b.r->frame(b.first + j, chunk)) | entry::MIGRATE;
+      ++j;
+    }
+    ops[nops++] = {zero ? CopyOp::ZERO : CopyOp::H2D, b.r->addr(b.first + i),
+                   b.r->dev_addr(b.first + i), (j - i) * kPageSize, 0, 0};
+    i = j;
+  }
+  rt.backend->transfer(ops, nops, nullptr);
+  uint64_t copied = 0, zeroed = 0;
+  for (size_t k = 0; k < nops; ++k) {
+    const CopyOp &op = ops[k];
+    size_t i = b.r->page_of(reinterpret_cast<uintptr_t>(op.host)) - b.first;
+    if (op.status) {
+      drop(b, i, i + op.len / kPageSize);
+      b.fail(op.status);
+    } else if (op.dir == CopyOp::ZERO) {
+      zeroed += op.len / kPageSize;
+    } else {
+      copied += op.len;
+    }
+  }
+  rt.stats.add(rt.stats.bytes_to_device, copied);
+  rt.stats.add(rt.stats.zero_fills, zeroed);
+}
+
+void copy_to_host(Batch &b) {
+  Runtime &rt = *b.rt;
+  CopyOp ops[kBlockPages];
+  size_t nops = 0;
+  uint64_t zeroed = 0;
+  for (size_t i = 0; i < b.n;) {
+    if (!sel(b, i)) {
+      ++i;
+      continue;
+    }
+    const uint64_t s = b.src[i];
+    if (s & entry::GONE) {  // the host address is gone: release the frame, nothing to copy
+      b.dst[i] = entry::with_loc(s, Loc::NONE) | entry::MIGRATE;
+      b.installed[i] = true;
+      ++i;
+      continue;
+    }
+    const Loc l = entry::loc(s);
+    size_t j = i;
+    while (j < b.n && sel(b, j) && entry::loc(b.src[j]) == l && !(b.src[j] & entry::GONE)) {
+      b.dst[j] = entry::make(Loc::HOST) | entry::MIGRATE;
+      ++j;
+    }
+    if (l == Loc::NONE) {
+      size_t done = 0;
+      int rc = rt.uffd.zeropage(b.r->addr(b.first + i), (j - i) * kPageSize, false, &done);
+      if (rc == -EEXIST) {  // already mapped (a duplicate fault raced us): count it as mapped
+        done = (j - i) * kPageSize;
+        rc = 0;
+      }
+      for (size_t k = 0; k < done / kPageSize; ++k) b.installed[i + k] = true;
+      zeroed += done / kPageSize;
+      if (rc) b.fail(rc);
+    } else {
+      ops[nops++] = {CopyOp::D2H, b.r->addr(b.first + i), b.r->dev_addr(b.first + i),
+                     (j - i) * kPageSize, 0, 0};
+    }
+    i = j;
+  }
+  BatchInstaller inst(b);
+  rt.backend->transfer(ops, nops, &inst);
+  uint64_t copied = 0;
+  for (size_t k = 0; k < nops; ++k) {
+    copied += ops[k].done;
+    if (ops[k].status) b.fail(ops[k].status);
+  }
+  for (size_t i = 0; i < b.n; ++i)
+    if (sel(b, i) && !b.installed[i]) drop(b, i, i + 1);
+  rt.stats.add(rt.stats.bytes_to_host, copied);
+  rt.stats.add(rt.stats.zero_fills, zeroed);
+}
+
+}  // namespace
+
+void copy(Batch &b) {
+  if (b.dir == Dir::to_device)
+    copy_to_device(b);
+  else
+    copy_to_host(b);
+}
+
+}  // namespace umrt::rt

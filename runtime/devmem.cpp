@@ -1,0 +1,269 @@
+// devmem.cpp — chunk allocation, LRU eviction (oversubscription) and small-range packing.
+#include "devmem.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <unordered_map>
+
+namespace umrt::rt {
+
+void DevMem::init(Backend *be, EvictFn fn, void *ctx) {
+  be_ = be;
+  evict_ = fn;
+  ctx_ = ctx;
+  nchunks_ = static_cast<uint32_t>(be->capacity() / kBlockSize);
+  free_.clear();
+  for (uint32_t c = nchunks_; c-- > 0;) free_.push_back(c);  // low indices first
+}
+
+void DevMem::shutdown() {
+  std::lock_guard g(mu_);
+  for (auto &p : packs_) be_->window_destroy(&p->pack_window);
+  packs_.clear();
+  lru_.clear();
+}
+
+int DevMem::setup_range(Range &r) {
+  if (r.npages >= kBlockPages) {
+    size_t nblocks = (r.npages + kBlockPages - 1) / kBlockPages;
+    int rc = be_->window_create(nblocks * kBlockSize, &r.window);
+    if (rc) return rc;
+    r.packed = false;
+    r.dev_base = static_cast<char *>(r.window.base);
+    std::lock_guard g(mu_);
+    for (size_t i = 0; i < nblocks; ++i) {
+      auto b = std::make_unique<DBlock>();
+      b->win = &r.window;
+      b->win_offset = i * kBlockSize;
+      b->segs.push_back({&r, i * kBlockPages, std::min(kBlockPages, r.npages - i * kBlockPages)});
+      r.own.push_back(std::move(b));
+    }
+    return 0;
+  }
+  // Small range: first fit of npages contiguous free slots in an existing pack.
+  std::lock_guard g(mu_);
+  auto fits = [&](DBlock &p, size_t *at) {
+    size_t run = 0;
+    for (size_t i = 0; i < kBlockPages; ++i) {
+      run = p.used[i] ? 0 : run + 1;
+      if (run == r.npages) {
+        *at = i + 1 - run;
+        return true;
+      }
+    }
+    return false;
+  };
+  DBlock *pack = nullptr;
+  size_t at = 0;
+  for (auto &p : packs_)
+    if (fits(*p, &at)) {
+      pack = p.get();
+      break;
+    }
+  if (!pack) {
+    auto p = std::make_unique<DBlock>();
+    p->is_pack = true;
+    int rc = be_->window_create(kBlockSize, &p->pack_window);
+    if (rc) return rc;
+    p->win = &p->pack_window;
+    pack = p.get();
+    packs_.push_back(std::move(p));
+    at = 0;
+  }
+  for (size_t i = 0; i < r.npages; ++i) pack->used.set(at + i);
+  pack->segs.push_back({&r, 0, r.npages});
+  r.packed = true;
+  r.pack = pack;
+  r.pack_first = at;
+  r.dev_base = static_cast<char *>(pack->pack_window.base) + at * kPageSize;
+  return 0;
+}
+
+void DevMem::free_chunk_locked(DBlock *b) {
+  if (b->chunk == kNoChunk) return;
+  be_->chunk_unmap(b->win, b->win_offset);
+  be_->chunk_release(b->chunk);
+  free_.push_back(b->chunk);
+  b->chunk = kNoChunk;
+  lru_.erase(b->lru_it);
+  cv_.notify_all();
+}
+
+void DevMem::teardown_range(Range &r) {
+  std::unique_lock lk(mu_);
+  if (!r.packed) {
+    for (auto &b : r.own) {
+      cv_.wait(lk, [&] { return b->busy == 0; });
+      free_chunk_locked(b.get());
+    }
+    lk.unlock();
+    be_->window_destroy(&r.window);
+    return;
+  }
+  DBlock *p = r.pack;
+  if (!p) return;
+  cv_.wait(lk, [&] { return p->busy == 0; });
+  uint32_t mine = 0;
+  for (size_t i = 0; i < r.npages; ++i)
+    if (entry::loc(r.entries[i].load(std::memory_order_acquire)) == Loc::DEVICE) ++mine;
+  p->resident.fetch_sub(mine, std::memory_order_acq_rel);
+  for (size_t i = 0; i < r.npages; ++i) p->used.reset(r.pack_first + i);
+  auto &s = p->segs;
+  s.erase(std::remove_if(s.begin(), s.end(), [&](const Segment &x) { return x.range == &r; }), s.end());
+  r.pack = nullptr;
+  if (s.empty()) {
+    free_chunk_locked(p);
+    be_->window_destroy(&p->pack_window);
+    packs_.erase(std::find_if(packs_.begin(), packs_.end(), [&](auto &x) { return x.get() == p; }));
+  }
+}
+
+void DevMem::begin(DBlock *b, bool to_device) {
+  std::unique_lock lk(mu_);
+  if (to_device) cv_.wait(lk, [&] { return !b->evicting; });
+  ++b->busy;
+}
+
+void DevMem::end(DBlock *b) {
+  std::lock_guard g(mu_);
+  UMRT_CHECK(b->busy > 0, "end() of a block that is not busy");
+  --b->busy;
+  if (b->busy == 0) cv_.notify_all();
+}
+
+void DevMem::touch(DBlock *b) {
+  std::lock_guard g(mu_);
+  if (b->chunk != kNoChunk) lru_.splice(lru_.end(), lru_, b->lru_it);
+}
+
+int DevMem::ensure_chunk(DBlock *b) {
+  std::unique_lock lk(mu_);
+  int failures = 0;
+  int last_err = -ENOMEM;
+  for (;;) {
+    if (b->chunk != kNoChunk) return 0;
+    if (!free_.empty()) {
+      uint32_t c = free_.back();
+      int rc = be_->chunk_map(b->win, b->win_offset, c);
+      if (rc) return rc;
+      free_.pop_back();
+      b->chunk = c;
+      b->lru_it = lru_.insert(lru_.end(), b);
+      return 0;
+    }
+    DBlock *v = nullptr;
+    for (DBlock *d : lru_)
+      if (d != b && d->busy == 0 && !d->evicting) {
+        v = d;
+        break;
+      }
+    if (!v) {
+      // Every chunk is in use by a batch in flight: wait for one to finish (bounded).
+      if (++failures > 500) return last_err;
+      cv_.wait_for(lk, std::chrono::milliseconds(2));
+      continue;
+    }
+    ++v->busy;
+    v->evicting = true;
+    std::vector<std::pair<RangePtr, Segment>> segs;
+    for (const Segment &s : v->segs) segs.emplace_back(s.range->shared_from_this(), s);
+    lk.unlock();
+    int rc = 0;
+    for (auto &[rp, s] : segs) {
+      int e = evict_(ctx_, *rp, s.first, s.npages);
+      if (e && !rc) rc = e;
+    }
+    segs.clear();
+    lk.lock();
+    v->evicting = false;
+    --v->busy;
+    cv_.notify_all();
+    if (v->busy == 0 && v->chunk != kNoChunk && v->resident.load(std::memory_order_acquire) == 0) {
+      uint32_t c = v->chunk;
+      be_->chunk_unmap(v->win, v->win_offset);
+      v->chunk = kNoChunk;
+      lru_.erase(v->lru_it);
+      evictions_.fetch_add(1, std::memory_order_relaxed);
+      int mrc = be_->chunk_map(b->win, b->win_offset, c);
+      if (mrc) {
+        free_.push_back(c);
+        return mrc;
+      }
+      b->chunk = c;
+      b->lru_it = lru_.insert(lru_.end(), b);
+      return 0;
+    }
+    // The victim kept pages (a copy failed, or a new batch raced in): try again.
+    if (rc) last_err = rc;
+    if (++failures > 500) return last_err;
+  }
+}
+
+uint64_t DevMem::bytes_in_use() {
+  std::lock_guard g(mu_);
+  return uint64_t{nchunks_ - static_cast<uint32_t>(free_.size())} * kBlockSize;
+}
+
+bool DevMem::validate(const std::vector<RangePtr> &ranges, std::string *why) {
+  std::lock_guard g(mu_);
+  char buf[256];
+  auto fail = [&](const char *fmt, auto... a) {
+    snprintf(buf, sizeof buf, fmt, a...);
+    *why = buf;
+    return false;
+  };
+  std::vector<int> owner(nchunks_, 0);
+  for (uint32_t c : free_) {
+    if (c >= nchunks_) return fail("free chunk %u out of range", c);
+    if (owner[c]++) return fail("chunk %u listed free twice", c);
+  }
+  size_t in_lru = 0;
+  std::unordered_map<const DBlock *, uint32_t> counted;
+  auto check_block = [&](const DBlock *b) -> bool {
+    if (b->chunk != kNoChunk) {
+      if (b->chunk >= nchunks_) return fail("block chunk %u out of range", b->chunk);
+      if (owner[b->chunk]++) return fail("chunk %u owned twice (or also free)", b->chunk);
+      ++in_lru;
+    }
+    if (b->busy < 0) return fail("negative busy count");
+    if (b->evicting && b->busy == 0) return fail("evicting block without busy");
+    return true;
+  };
+  for (auto &p : packs_)
+    if (!check_block(p.get())) return false;
+  for (const RangePtr &r : ranges) {
+    for (auto &b : r->own)
+      if (!check_block(b.get())) return false;
+    for (size_t i = 0; i < r->npages; ++i) {
+      uint64_t e = r->entries[i].load(std::memory_order_acquire);
+      const char *w = nullptr;
+      if (!entry_valid(e, &w)) return fail("range %p page %zu: %s", (void *)r->start, i, w);
+      if (entry::locked(e)) return fail("range %p page %zu locked while quiescent", (void *)r->start, i);
+      if (entry::loc(e) != Loc::DEVICE) continue;
+      const DBlock *b = r->dblock(i);
+      if (!b || b->chunk == kNoChunk)
+        return fail("range %p page %zu on DEVICE but its block has no chunk", (void *)r->start, i);
+      if (entry::frame(e) != r->frame(i, b->chunk))
+        return fail("range %p page %zu frame %llu, block chunk says %llu", (void *)r->start, i,
+                    (unsigned long long)entry::frame(e), (unsigned long long)r->frame(i, b->chunk));
+      ++counted[b];
+    }
+  }
+  if (in_lru != lru_.size()) return fail("LRU holds %zu blocks, %zu have chunks", lru_.size(), in_lru);
+  auto check_resident = [&](const DBlock *b) -> bool {
+    uint32_t want = counted.count(b) ? counted[b] : 0;
+    if (b->busy == 0 && b->resident.load() != want)
+      return fail("block resident %u, entries say %u", b->resident.load(), want);
+    return true;
+  };
+  for (auto &p : packs_)
+    if (!check_resident(p.get())) return false;
+  for (const RangePtr &r : ranges)
+    for (auto &b : r->own)
+      if (!check_resident(b.get())) return false;
+  return true;
+}
+
+}  // namespace umrt::rt

@@ -1,0 +1,89 @@
+// devmem.h — device memory manager: a fixed capacity handed out in 2 MiB chunks, one chunk per
+// device block that holds device-resident pages, LRU eviction of whole blocks to host when a
+// batch needs a chunk and none is free (oversubscription), and packing of small allocations.
+//
+// A device block (DBlock) is either one 2 MiB-aligned block of a large range (mapped at its
+// offset in the range's device window) or a *pack*: a 2 MiB device window shared by several
+// small ranges (< 2 MiB), each holding a contiguous slot of pages. Device addresses are fixed
+// for a range's lifetime; only the physical chunk behind a block comes and goes.
+#pragma once
+
+#include <bitset>
+#include <condition_variable>
+#include <list>
+#include <mutex>
+#include <vector>
+
+#include "backend.h"
+#include "range.h"
+
+namespace umrt::rt {
+
+constexpr uint32_t kNoChunk = UINT32_MAX;
+
+struct Segment {
+  Range *range;   // alive while the segment is listed (umrt_free removes it under the lock)
+  size_t first;   // first page of the range on this block
+  size_t npages;
+};
+
+// Invariants (checked by DevMem::validate when quiescent):
+//   - chunk == kNoChunk  <=>  not in the LRU list; a chunk belongs to at most one block;
+//   - resident == number of DEVICE entries of the block's segments, each with
+//     frame == range->frame(page, chunk); resident > 0 implies chunk != kNoChunk;
+//   - busy counts the batches using this block now; a block with busy > 0 is never evicted;
+//   - evicting is true only while an eviction holds busy.
+struct DBlock {
+  DevWindow *win = nullptr;  // the window the chunk is mapped into
+  size_t win_offset = 0;
+  uint32_t chunk = kNoChunk;
+  int busy = 0;              // guarded by DevMem::mu_
+  bool evicting = false;     // guarded by DevMem::mu_
+  std::atomic<uint32_t> resident{0};
+  std::list<DBlock *>::iterator lru_it;
+  std::vector<Segment> segs;  // guarded by DevMem::mu_
+  // packs only
+  bool is_pack = false;
+  DevWindow pack_window;
+  std::bitset<kBlockPages> used;
+};
+
+class DevMem {
+ public:
+  // Evicts pages [first, first+n) of r to host; the block's busy is already held.
+  using EvictFn = int (*)(void *ctx, Range &r, size_t first, size_t n);
+
+  void init(Backend *be, EvictFn fn, void *ctx);
+  void shutdown();
+
+  int setup_range(Range &r);       // device window or pack slot (no physical memory yet)
+  void teardown_range(Range &r);   // waits for the range's blocks to go idle, frees chunks
+
+  // A batch starts/ends using a block. For host->device, waits while the block is evicted.
+  void begin(DBlock *b, bool to_device);
+  void end(DBlock *b);
+  // Give block b (busy held by the caller) a mapped chunk, evicting LRU blocks if needed.
+  int ensure_chunk(DBlock *b);
+  void touch(DBlock *b);  // most recently used
+
+  uint64_t capacity() const { return uint64_t{nchunks_} * kBlockSize; }
+  uint64_t bytes_in_use();
+  uint64_t evictions() const { return evictions_.load(std::memory_order_relaxed); }
+  // Check every invariant above; on failure *why says which (quiescent state expected).
+  bool validate(const std::vector<RangePtr> &ranges, std::string *why);
+
+ private:
+  void free_chunk_locked(DBlock *b);
+  Backend *be_ = nullptr;
+  EvictFn evict_ = nullptr;
+  void *ctx_ = nullptr;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  uint32_t nchunks_ = 0;
+  std::vector<uint32_t> free_;                 // free chunk indices (stack)
+  std::list<DBlock *> lru_;                    // blocks holding a chunk, least recent first
+  std::vector<std::unique_ptr<DBlock>> packs_;
+  std::atomic<uint64_t> evictions_{0};
+};
+
+}  // namespace umrt::rt

@@ -1,0 +1,176 @@
+// fault.cpp — the fault service: one thread reads userfaultfd messages in batches, groups page
+// faults by (range, device block) and serves each group with one device->host batch covering
+// the faulting pages plus a prefetch window that doubles on sequential access (reset on a
+// jump). NONE pages in the window are zero-filled. Duplicate faults on pages already mapped are
+// woken, not re-served. Write-protect faults on pages a host->device batch holds either cancel
+// that page's migration (and let the writer go at once) or wait for the batch, per policy.
+// UNMAP events mark the pages GONE. Never throws; never touches managed memory itself.
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "batch.h"
+
+namespace umrt::rt {
+namespace {
+
+constexpr size_t kMaxMsgs = 64;
+
+struct Group {
+  RangeRef ref;
+  size_t block_first;
+  std::vector<size_t> pages;
+};
+
+// A MISSING fault on a page that is HOST (not being moved to the host by anyone): its host copy
+// was mapped (a duplicate fault: wake) or discarded by the user (MADV_DONTNEED: map zeros, as
+// the kernel would). UFFDIO_ZEROPAGE tells the two apart with EEXIST.
+void serve_host_page(Runtime &rt, Range &r, size_t page) {
+  size_t done = 0;
+  int rc = rt.uffd.zeropage(r.addr(page), kPageSize, false, &done);
+  if (rc == -EEXIST || rc == -ENOENT || rc == -EINVAL) rt.uffd.wake(r.addr(page), kPageSize);
+}
+
+void serve_group(Runtime &rt, Group &g) {
+  Range &r = *g.ref.get();
+  std::sort(g.pages.begin(), g.pages.end());
+  g.pages.erase(std::unique(g.pages.begin(), g.pages.end()), g.pages.end());
+  const size_t lo = g.pages.front(), hi = g.pages.back() + 1;
+  const size_t bend = r.block_end(lo);
+  const uint32_t wmin = rt.cfg.prefetch_min_pages, wmax = rt.cfg.prefetch_max_pages;
+  if (lo == r.next_expected && r.fault_window)
+    r.fault_window = std::min<uint32_t>(r.fault_window * 2, wmax);
+  else
+    r.fault_window = wmin;
+  const size_t end = std::min(bend, std::max(hi, lo + r.fault_window));
+  r.next_expected = end;
+  rt.stats.add(rt.stats.fault_groups, 1);
+  run_batch(rt, r, lo, end - lo, Dir::to_host, Why::fault, false, nullptr);
+  // Faulting pages the batch did not map: HOST pages are duplicates (or discarded copies);
+  // pages still locked or still on the device retry through the batch's wake.
+  for (size_t p : g.pages) {
+    uint64_t e = r.entries[p].load(std::memory_order_acquire);
+    if (e & entry::GONE) continue;
+    if (entry::loc(e) == Loc::HOST) serve_host_page(rt, r, p);
+    else if (!entry::locked(e)) rt.uffd.wake(r.addr(p), kPageSize);
+  }
+}
+
+void serve_wp(Runtime &rt, Range &r, size_t page) {
+  Entry &e = r.entries[page];
+  uint64_t cur = e.load(std::memory_order_acquire);
+  while (entry::locked(cur) && entry::loc(cur) == Loc::HOST && !(cur & entry::GONE)) {
+    if (cur & entry::CANCEL) return;  // already cancelled: the write-protect is being lifted
+    rt.stats.add(rt.stats.write_faults, 1);
+    if (rt.cfg.write_fault != UMRT_WRITE_FAULT_CANCEL) return;  // finalize wakes the writer
+    if (entry_transition(e, cur, cur | entry::CANCEL)) {
+      // The batch will restore this page; its device copy may be torn but is discarded.
+      rt.uffd.write_protect(r.addr(page), kPageSize, false);
+      rt.stats.add(rt.stats.write_cancels, 1);
+      return;
+    }
+  }
+  if (!entry::locked(cur)) rt.uffd.wake(r.addr(page), kPageSize);  // stale: the batch is done
+  // Locked and already published to the device: finalize zaps, unlocks and wakes.
+}
+
+void serve_unmap(Runtime &rt, uintptr_t lo, uintptr_t hi) {
+  for (const RangePtr &r : rt.ranges.overlapping(lo, hi)) {
+    uintptr_t a = std::max(lo, r->start), b = std::min(hi, r->start + r->map_bytes);
+    size_t p0 = r->page_of(a), p1 = r->page_of(b + kPageSize - 1);
+    for (size_t p = p0; p < p1 && p < r->npages; ++p) entry_mark_gone(r->entries[p]);
+    if (a == r->start && b == r->start + r->map_bytes) {
+      log(Level::warn, "managed range %p (%zu bytes) was munmap()ed by the user", (void *)r->start, r->size);
+      r->user_unmapped.store(true);
+      if (rt.ranges.remove(r.get())) {
+        std::lock_guard g(rt.zombies_mu);
+        rt.zombies.push_back(r);
+      }
+    } else {
+      log(Level::info, "user munmap of %zu bytes inside managed range %p", b - a, (void *)r->start);
+    }
+  }
+}
+
+}  // namespace
+
+int FaultService::start(Runtime *rt) {
+  rt_ = rt;
+  stop_fd_ = eventfd(0, EFD_CLOEXEC);
+  if (stop_fd_ < 0) return -errno;
+  thread_ = std::thread([this] { loop(); });
+  return 0;
+}
+
+void FaultService::stop() {
+  if (!thread_.joinable()) return;
+  uint64_t one = 1;
+  ssize_t w = write(stop_fd_, &one, sizeof one);
+  (void)w;
+  thread_.join();
+  close(stop_fd_);
+  stop_fd_ = -1;
+}
+
+void FaultService::loop() {
+  Runtime &rt = *rt_;
+  uffd_msg msgs[kMaxMsgs];
+  std::vector<Group> groups;
+  pollfd pfd[2] = {{rt.uffd.fd(), POLLIN, 0}, {stop_fd_, POLLIN, 0}};
+  for (;;) {
+    int pr = poll(pfd, 2, -1);
+    if (pr < 0) {
+      if (errno == EINTR) continue;
+      log(Level::error, "fault service: poll failed: %s", strerror(errno));
+      return;
+    }
+    if (pfd[1].revents) return;
+    ssize_t got = read(rt.uffd.fd(), msgs, sizeof msgs);
+    if (got < 0) {
+      if (errno == EAGAIN || errno == EINTR) continue;
+      log(Level::error, "fault service: read failed: %s", strerror(errno));
+      return;
+    }
+    size_t nmsg = static_cast<size_t>(got) / sizeof(uffd_msg);
+    groups.clear();
+    for (size_t k = 0; k < nmsg; ++k) {
+      const uffd_msg &m = msgs[k];
+      if (m.event == UFFD_EVENT_UNMAP) {
+        serve_unmap(rt, m.arg.remove.start, m.arg.remove.end);
+        continue;
+      }
+      if (m.event != UFFD_EVENT_PAGEFAULT) continue;
+      uintptr_t addr = m.arg.pagefault.address & ~(uintptr_t{kPageSize} - 1);
+      rt.stats.add(rt.stats.cpu_faults, 1);
+      RangeRef ref = rt.ranges.acquire(addr);
+      if (!ref) {  // freed meanwhile: let the thread retry (it no longer faults into us)
+        rt.uffd.wake(reinterpret_cast<void *>(addr), kPageSize);
+        continue;
+      }
+      size_t page = ref->page_of(addr);
+      if (m.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) {
+        serve_wp(rt, *ref.get(), page);
+        continue;
+      }
+      size_t bf = ref->block_first(page);
+      auto it = std::find_if(groups.begin(), groups.end(), [&](const Group &g) {
+        return g.ref.get() == ref.get() && g.block_first == bf;
+      });
+      if (it == groups.end()) {
+        groups.push_back(Group{std::move(ref), bf, {}});
+        it = groups.end() - 1;
+      }
+      it->pages.push_back(page);
+    }
+    for (Group &g : groups) serve_group(rt, g);
+    groups.clear();  // drop the range references before blocking again
+  }
+}
+
+}  // namespace umrt::rt

@@ -1,0 +1,114 @@
+// finalize.cpp — protocol step 4: publish what moved, restore what could not, release sources,
+// unlock, wake waiters. At every instant exactly one authoritative copy of each page is
+// recorded in its entry: nothing is ever lost.
+//
+// to_device: publish (CAS, keeping LOCKED: fails if a CPU writer cancelled the page or the
+//   user unmapped it) -> MADV_DONTNEED the published runs (the next CPU access faults) ->
+//   restore the others (lift the write-protect, waking blocked writers) -> unlock -> wake the
+//   span (threads that faulted on locked pages retry). Published frames count as resident.
+// to_host:   installed pages are already mapped (UFFDIO_COPY woke their waiters): publish
+//   HOST (or NONE for dropped GONE pages), free their frames, unlock the rest, wake the span.
+#include <sys/mman.h>
+
+#include <cerrno>
+
+#include "batch.h"
+
+namespace umrt::rt {
+namespace {
+
+template <typename Pred, typename Fn>
+void for_runs(const Batch &b, Pred pred, Fn fn) {
+  for (size_t i = 0; i < b.n;) {
+    if (!pred(i)) {
+      ++i;
+      continue;
+    }
+    size_t j = i;
+    while (j < b.n && pred(j)) ++j;
+    fn(i, j);
+    i = j;
+  }
+}
+
+constexpr uint64_t kBatchFlags = entry::MIGRATE | entry::WRITE;
+
+void finalize_to_device(Batch &b) {
+  Runtime &rt = *b.rt;
+  Entry *ents = b.r->entries.get();
+  bool published[kBlockPages];
+  for (size_t i = 0; i < b.n; ++i) {
+    published[i] = false;
+    if (!(b.src[i] & entry::LOCKED)) continue;
+    if (b.dst[i] & entry::MIGRATE) {
+      uint64_t expected = b.src[i] & ~kBatchFlags;
+      uint64_t desired = (b.dst[i] & ~kBatchFlags) | entry::LOCKED;
+      published[i] = entry_transition(ents[b.first + i], expected, desired);
+    }
+  }
+  // Release the host copies of the published pages.
+  for_runs(b, [&](size_t i) { return published[i] && entry::loc(b.src[i]) == Loc::HOST; },
+           [&](size_t i, size_t j) {
+             if (madvise(b.r->addr(b.first + i), (j - i) * kPageSize, MADV_DONTNEED) != 0)
+               log(Level::error, "MADV_DONTNEED at %p failed: %d", b.r->addr(b.first + i), -errno);
+           });
+  // Restore: lift the write-protect of host pages that stay (wakes blocked writers).
+  for_runs(b,
+           [&](size_t i) {
+             return (b.src[i] & entry::LOCKED) && !published[i] && entry::loc(b.src[i]) == Loc::HOST;
+           },
+           [&](size_t i, size_t j) {
+             int rc = rt.uffd.write_protect(b.r->addr(b.first + i), (j - i) * kPageSize, false);
+             if (rc && !(ents[b.first + i].load() & entry::GONE))
+               log(Level::error, "un-write-protect at %p failed: %d", b.r->addr(b.first + i), rc);
+           });
+  uint32_t npub = 0;
+  for (size_t i = 0; i < b.n; ++i) {
+    if (!(b.src[i] & entry::LOCKED)) continue;
+    entry_unlock(ents[b.first + i]);
+    if (published[i]) ++npub;
+    else ++b.restored;
+  }
+  b.published = npub;
+  if (npub) b.db->resident.fetch_add(npub, std::memory_order_acq_rel);
+  if (b.held) rt.uffd.wake(b.r->addr(b.first), b.n * kPageSize);
+  rt.stats.add(rt.stats.pages_to_device, npub);
+}
+
+void finalize_to_host(Batch &b) {
+  Runtime &rt = *b.rt;
+  Entry *ents = b.r->entries.get();
+  uint32_t npub = 0, freed = 0;
+  for (size_t i = 0; i < b.n; ++i) {
+    if (!(b.src[i] & entry::LOCKED)) continue;
+    Entry &e = ents[b.first + i];
+    if (b.dst[i] & entry::MIGRATE) {
+      // The page is mapped now: its host copy is authoritative, publish whatever else changed.
+      uint64_t cur = e.load(std::memory_order_acquire);
+      Loc to = entry::loc(b.dst[i]);
+      while (!entry_transition(e, cur, entry::with_loc(cur, to))) {
+      }
+      ++npub;
+      if (entry::loc(b.src[i]) == Loc::DEVICE) ++freed;
+    } else {
+      entry_unlock(e);
+      ++b.restored;
+    }
+  }
+  b.published = npub;
+  if (freed) b.db->resident.fetch_sub(freed, std::memory_order_acq_rel);
+  if (b.held) rt.uffd.wake(b.r->addr(b.first), b.n * kPageSize);
+  rt.stats.add(rt.stats.pages_to_host, npub);
+}
+
+}  // namespace
+
+void finalize(Batch &b) {
+  if (b.dir == Dir::to_device)
+    finalize_to_device(b);
+  else
+    finalize_to_host(b);
+  b.rt->stats.add(b.rt->stats.pages_restored, b.restored);
+}
+
+}  // namespace umrt::rt

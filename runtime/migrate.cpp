@@ -1,0 +1,67 @@
+// migrate.cpp — drives the protocol: one batch per device block (collect -> unmap -> copy ->
+// finalize), spans split block by block, pages held by other owners retried, and the eviction
+// callback DevMem uses to push a victim block back to host.
+#include <cerrno>
+#include <thread>
+
+#include "batch.h"
+
+namespace umrt::rt {
+
+int run_batch(Runtime &rt, Range &r, size_t first, size_t n, Dir dir, Why why, bool block_held,
+              uint32_t *skipped) {
+  UMRT_CHECK(n > 0 && n <= kBlockPages, "batch size");
+  UMRT_CHECK(r.block_first(first) == r.block_first(first + n - 1), "batch spans two blocks");
+  DBlock *db = r.dblock(first);
+  if (!block_held) rt.devmem.begin(db, dir == Dir::to_device);
+  Batch b{};
+  b.rt = &rt;
+  b.r = &r;
+  b.db = db;
+  b.first = first;
+  b.n = n;
+  b.dir = dir;
+  b.why = why;
+  collect(b);
+  if (b.held) {
+    unmap(b);
+    copy(b);
+    finalize(b);
+    rt.stats.add(rt.stats.batches, 1);
+    if (dir == Dir::to_device && b.published) rt.devmem.touch(db);
+  }
+  if (!block_held) rt.devmem.end(db);
+  rt.stats.add(rt.stats.pages_skipped_locked, b.skipped_locked);
+  if (skipped) *skipped = b.skipped_locked;
+  return b.error;
+}
+
+int migrate_span(Runtime &rt, Range &r, size_t first, size_t n, Dir dir, Why why) {
+  size_t end = first + n;
+  for (size_t p = first; p < end;) {
+    size_t stop = std::min(end, r.block_end(p));
+    // Pages held by another batch or the fault service are retried until that owner is done:
+    // a synchronous prefetch promises the whole span (collect itself never waits).
+    for (unsigned attempt = 0;; ++attempt) {
+      uint32_t skipped = 0;
+      int rc = run_batch(rt, r, p, stop - p, dir, why, false, &skipped);
+      if (rc) return rc;
+      if (skipped == 0) break;
+      if (attempt > 100000) return -EBUSY;
+      if (attempt > 16) std::this_thread::sleep_for(std::chrono::microseconds(50));
+      else std::this_thread::yield();
+    }
+    p = stop;
+  }
+  return 0;
+}
+
+int evict_pages(void *ctx, Range &r, size_t first, size_t n) {
+  Runtime &rt = *static_cast<Runtime *>(ctx);
+  // Pages another owner holds are moving anyway (a fault brings them home) or will be put
+  // back; DevMem checks the block's resident count afterwards and picks again if needed.
+  uint32_t skipped = 0;
+  return run_batch(rt, r, first, n, Dir::to_host, Why::evict, true, &skipped);
+}
+
+}  // namespace umrt::rt

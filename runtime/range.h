@@ -1,0 +1,114 @@
+// range.h — one managed allocation (a range) with its page state array, and the range table
+// that maps an address to its range on the fault path.
+//
+// A range is [start, start + npages * 4 KiB), reserved with mmap, registered with userfaultfd
+// (MISSING | WP), MADV_NOHUGEPAGE (residency is per 4 KiB page) and MADV_DONTFORK (a child
+// never sees it: touching it there is SIGSEGV, never silently wrong data). Large ranges
+// (>= 2 MiB) start 2 MiB-aligned and own a device window; smaller ones are packed into a
+// shared 2 MiB device block (see devmem.h). Lifetime: shared_ptr; `inflight` counts the batches
+// started through RangeTable::acquire, and umrt_free waits for it to drain.
+#pragma once
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <shared_mutex>
+#include <vector>
+
+#include "backend.h"
+#include "common.h"
+#include "entry.h"
+
+namespace umrt::rt {
+
+struct DBlock;
+
+struct Range : std::enable_shared_from_this<Range> {
+  uintptr_t start = 0;
+  size_t size = 0;      // bytes asked for
+  size_t npages = 0;    // pages covering size
+  size_t map_bytes = 0; // bytes mapped at start (npages * 4 KiB)
+  std::unique_ptr<Entry[]> entries;  // one per page: the source of truth (see entry.h)
+
+  // Device side. Large: own window, dblocks[i] covers pages [i*512, (i+1)*512).
+  // Packed: dblocks = {the pack}, pages live at pack_first.. in the pack's chunk.
+  bool packed = false;
+  DevWindow window;                         // large ranges only
+  std::vector<std::unique_ptr<DBlock>> own; // large ranges: owned device blocks
+  DBlock *pack = nullptr;                   // packed ranges
+  size_t pack_first = 0;                    // first page slot in the pack
+  char *dev_base = nullptr;                 // device address of page 0
+
+  std::atomic<int> inflight{0};
+  std::atomic<bool> dead{false};            // removed from the table (umrt_free / user munmap)
+  std::atomic<bool> user_unmapped{false};   // the user munmap()ed all of it
+
+  // Fault prefetch state (fault service thread only).
+  size_t next_expected = SIZE_MAX;  // page right after the last fault window
+  uint32_t fault_window = 0;        // current window in pages
+
+  char *addr(size_t page) const { return reinterpret_cast<char *>(start) + (page << kPageShift); }
+  char *dev_addr(size_t page) const { return dev_base + (page << kPageShift); }
+  size_t page_of(uintptr_t a) const { return (a - start) >> kPageShift; }
+  bool contains(uintptr_t a) const { return a >= start && a < start + map_bytes; }
+
+  DBlock *dblock(size_t page) const { return packed ? pack : own[page / kBlockPages].get(); }
+  // Pages [first, end) that share page's device block.
+  size_t block_first(size_t page) const { return packed ? 0 : page / kBlockPages * kBlockPages; }
+  size_t block_end(size_t page) const {
+    return packed ? npages : std::min(npages, block_first(page) + kBlockPages);
+  }
+  // Device frame of page when its block holds chunk `chunk`.
+  uint64_t frame(size_t page, uint32_t chunk) const {
+    return uint64_t{chunk} * kBlockPages + (packed ? pack_first + page : page % kBlockPages);
+  }
+};
+
+using RangePtr = std::shared_ptr<Range>;
+
+// Holds a range's inflight count for the duration of a call (released on destruction).
+class RangeRef {
+ public:
+  RangeRef() = default;
+  explicit RangeRef(RangePtr r) : r_(std::move(r)) {}
+  ~RangeRef() { reset(); }
+  RangeRef(RangeRef &&o) noexcept : r_(std::move(o.r_)) {}
+  RangeRef &operator=(RangeRef &&o) noexcept {
+    reset();
+    r_ = std::move(o.r_);
+    return *this;
+  }
+  void reset() {
+    if (r_) r_->inflight.fetch_sub(1, std::memory_order_acq_rel);
+    r_.reset();
+  }
+  Range *get() const { return r_.get(); }
+  Range *operator->() const { return r_.get(); }
+  explicit operator bool() const { return bool(r_); }
+
+ private:
+  RangePtr r_;
+};
+
+class RangeTable {
+ public:
+  void insert(RangePtr r);
+  // Remove the range starting exactly at start; nullptr if none.
+  RangePtr remove_exact(uintptr_t start);
+  // Remove the range r if it is still in the table.
+  bool remove(const Range *r);
+  // The range containing addr with its inflight count taken (empty if none).
+  RangeRef acquire(uintptr_t addr) const;
+  // The range starting exactly at start (no inflight taken).
+  RangePtr find_exact(uintptr_t start) const;
+  std::vector<RangePtr> snapshot() const;
+  // Ranges overlapping [lo, hi).
+  std::vector<RangePtr> overlapping(uintptr_t lo, uintptr_t hi) const;
+  size_t size() const;
+
+ private:
+  mutable std::shared_mutex mu_;
+  std::map<uintptr_t, RangePtr> map_;  // start -> range
+};
+
+}  // namespace umrt::rt

@@ -1,0 +1,108 @@
+// runtime.cpp — start and stop of the process-wide runtime: backend selection, userfaultfd,
+// device memory, fault service; on stop every page goes home and every thread is joined.
+#include "runtime.h"
+
+#include <sys/mman.h>
+
+#include <cerrno>
+#include <cstring>
+#include <thread>
+
+#include "batch.h"
+#include "config.h"
+
+namespace umrt::rt {
+
+umrt_status Runtime::start(const umrt_config &c) {
+  cfg = c;
+  set_log_level(static_cast<Level>(cfg.log_level));
+  if (cfg.backend == UMRT_BACKEND_CUDA)
+    return set_error(UMRT_ERROR_NO_DEVICE,
+                     "UMRT_BACKEND=cuda: this build has no usable CUDA backend (not built in, or "
+                     "no GPU); use UMRT_BACKEND=sim or auto");
+  int rc = uffd.open();
+  if (rc)
+    return set_error(UMRT_ERROR_NOT_SUPPORTED,
+                     "userfaultfd is not available: %s (needs Linux >= 5.7 with write-protect "
+                     "support, and root, /dev/userfaultfd access or vm.unprivileged_userfaultfd=1)",
+                     strerror(-rc));
+  uint64_t cap = cfg.device_memory ? cfg.device_memory : kSimDefaultDeviceMemory;
+  cap = cap / kBlockSize * kBlockSize;
+  if (cap == 0)
+    return set_error(UMRT_ERROR_INVALID_VALUE, "device memory %llu bytes is below one 2 MiB chunk",
+                     static_cast<unsigned long long>(cfg.device_memory));
+  if (cap / kBlockSize > UINT32_MAX - 1)
+    return set_error(UMRT_ERROR_INVALID_VALUE, "device memory too large");
+  cfg.device_memory = cap;
+  SimOptions so{cap, cfg.copy_threads, cfg.sim_bandwidth_gbps, cfg.sim_latency_us};
+  backend = make_sim_backend(so, &rc);
+  if (!backend)
+    return set_error(UMRT_ERROR_NO_DEVICE, "sim backend: arena of %llu bytes: %s",
+                     static_cast<unsigned long long>(cap), strerror(-rc));
+  devmem.init(backend.get(), &evict_pages, this);
+  rc = faults.start(this);
+  if (rc) return set_error(UMRT_ERROR_NOT_SUPPORTED, "fault service: %s", strerror(-rc));
+  log(Level::info, "started: backend %s, device memory %llu MiB, %u copy engines%s", backend->name(),
+      static_cast<unsigned long long>(cap >> 20), cfg.copy_threads,
+      uffd.user_mode_only() ? ", user-mode-only faults" : "");
+  return UMRT_SUCCESS;
+}
+
+void Runtime::retire(Range &r) {
+  while (r.inflight.load(std::memory_order_acquire) != 0)
+    std::this_thread::sleep_for(std::chrono::microseconds(20));
+  devmem.teardown_range(r);
+}
+
+void Runtime::reap_zombies() {
+  std::vector<RangePtr> z;
+  {
+    std::lock_guard g(zombies_mu);
+    z.swap(zombies);
+  }
+  for (RangePtr &r : z) retire(*r);  // the host mapping is already gone
+}
+
+template <typename Fn>
+static void for_present_runs(Range &r, Fn fn) {
+  for (size_t i = 0; i < r.npages;) {
+    if (r.entries[i].load(std::memory_order_acquire) & entry::GONE) {
+      ++i;
+      continue;
+    }
+    size_t j = i;
+    while (j < r.npages && !(r.entries[j].load(std::memory_order_acquire) & entry::GONE)) ++j;
+    fn(r.addr(i), (j - i) * kPageSize);
+    i = j;
+  }
+}
+
+void Runtime::release_host(Range &r, bool unmap) {
+  for_present_runs(r, [&](char *a, size_t len) {
+    uffd.unregister_range(a, len);
+    if (unmap) munmap(a, len);
+  });
+}
+
+std::vector<RangePtr> Runtime::stop() {
+  // 1. Every page home (data on the device would be lost with it).
+  std::vector<RangePtr> left = ranges.snapshot();
+  for (const RangePtr &r : left) {
+    int rc = migrate_span(*this, *r, 0, r->npages, Dir::to_host, Why::shutdown);
+    if (rc) log(Level::error, "shutdown: range %p could not be brought home (%d)", (void *)r->start, rc);
+  }
+  // 2. Ranges become plain host memory: device memory freed, userfaultfd unregistered.
+  for (const RangePtr &r : left) {
+    ranges.remove(r.get());
+    retire(*r);
+    release_host(*r, false);
+  }
+  reap_zombies();
+  faults.stop();
+  devmem.shutdown();
+  backend.reset();
+  uffd.close();
+  return left;
+}
+
+}  // namespace umrt::rt

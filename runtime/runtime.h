@@ -1,0 +1,60 @@
+// runtime.h — the process-wide runtime: configuration, backend, userfaultfd, range table,
+// device memory, fault service and statistics, created by umrt_init (or lazily).
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <thread>
+
+#include "backend.h"
+#include "devmem.h"
+#include "range.h"
+#include "uffd.h"
+
+namespace umrt::rt {
+
+struct Stats {
+  std::atomic<uint64_t> cpu_faults{0}, bytes_to_device{0}, bytes_to_host{0}, batches{0},
+      pages_to_device{0}, pages_to_host{0}, zero_fills{0}, pages_restored{0},
+      pages_skipped_locked{0}, fault_groups{0}, write_faults{0}, write_cancels{0};
+  void add(std::atomic<uint64_t> &c, uint64_t v) { c.fetch_add(v, std::memory_order_relaxed); }
+};
+
+class FaultService {
+ public:
+  int start(struct Runtime *rt);
+  void stop();
+
+ private:
+  void loop();
+  struct Runtime *rt_ = nullptr;
+  int stop_fd_ = -1;
+  std::thread thread_;
+};
+
+struct Runtime {
+  umrt_config cfg{};
+  std::unique_ptr<Backend> backend;
+  Uffd uffd;
+  RangeTable ranges;
+  DevMem devmem;
+  FaultService faults;
+  Stats stats;
+
+  // Ranges the user munmap()ed whole: out of the table, device memory freed on the next call.
+  std::mutex zombies_mu;
+  std::vector<RangePtr> zombies;
+
+  umrt_status start(const umrt_config &c);  // sets last_error on failure
+  // All pages home, device memory freed, ranges unregistered (they stay mapped as plain host
+  // memory and are returned), threads joined.
+  std::vector<RangePtr> stop();
+  // Unregister the range's still-mapped runs from userfaultfd and (unmap) munmap them.
+  void release_host(Range &r, bool unmap);
+
+  // Wait for a removed range's batches to drain and free its device memory.
+  void retire(Range &r);
+  void reap_zombies();
+};
+
+}  // namespace umrt::rt

@@ -1,0 +1,151 @@
+// uffd.cpp — userfaultfd platform layer: the only file that issues userfaultfd syscalls/ioctls.
+#include "uffd.h"
+
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "common.h"
+
+#ifndef UFFD_USER_MODE_ONLY
+#define UFFD_USER_MODE_ONLY 1
+#endif
+#ifndef USERFAULTFD_IOC_NEW
+#define USERFAULTFD_IOC_NEW _IO(0xAA, 0x00)
+#endif
+
+namespace umrt::rt {
+
+Uffd::~Uffd() { close(); }
+
+void Uffd::close() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
+
+int Uffd::open() {
+  int fd = -1;
+  int dev = ::open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+  if (dev >= 0) {
+    fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+    ::close(dev);
+  }
+  if (fd < 0) fd = static_cast<int>(syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK));
+  user_mode_only_ = false;
+  if (fd < 0) {
+    int err = errno;
+    fd = static_cast<int>(syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY));
+    if (fd < 0) {
+      int err2 = errno;
+      log(Level::debug, "userfaultfd: %s; user-mode-only: %s", strerror(err), strerror(err2));
+      return -err2;
+    }
+    user_mode_only_ = true;
+    log(Level::warn,
+        "userfaultfd with kernel faults refused (%s): falling back to user-mode-only; a managed "
+        "buffer passed to read(2)/write(2) while its pages are on the device will fail with "
+        "EFAULT (grant /dev/userfaultfd access or set vm.unprivileged_userfaultfd=1)",
+        strerror(err));
+  }
+  uffdio_api api{};
+  api.api = UFFD_API;
+  api.features = UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_THREAD_ID;
+  if (ioctl(fd, UFFDIO_API, &api) < 0) {
+    int err = errno;
+    ::close(fd);
+    return -err;
+  }
+  const uint64_t need = (uint64_t{1} << _UFFDIO_COPY) | (uint64_t{1} << _UFFDIO_ZEROPAGE) |
+                        (uint64_t{1} << _UFFDIO_WRITEPROTECT) | (uint64_t{1} << _UFFDIO_WAKE);
+  (void)need;  // checked per range at register time (ioctls are reported per range)
+  fd_ = fd;
+  return 0;
+}
+
+int Uffd::register_range(void *addr, size_t len) {
+  uffdio_register r{};
+  r.range.start = reinterpret_cast<uintptr_t>(addr);
+  r.range.len = len;
+  r.mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP;
+  if (ioctl(fd_, UFFDIO_REGISTER, &r) < 0) return -errno;
+  const uint64_t need = (uint64_t{1} << _UFFDIO_COPY) | (uint64_t{1} << _UFFDIO_ZEROPAGE) |
+                        (uint64_t{1} << _UFFDIO_WRITEPROTECT) | (uint64_t{1} << _UFFDIO_WAKE);
+  if ((r.ioctls & need) != need) {
+    unregister_range(addr, len);
+    return -EOPNOTSUPP;
+  }
+  return 0;
+}
+
+int Uffd::unregister_range(void *addr, size_t len) {
+  uffdio_range r{reinterpret_cast<uintptr_t>(addr), len};
+  return ioctl(fd_, UFFDIO_UNREGISTER, &r) < 0 ? -errno : 0;
+}
+
+int Uffd::copy(void *dst, const void *src, size_t len, bool dontwake, size_t *done) {
+  size_t total = 0;
+  int rc = 0;
+  while (total < len) {
+    uffdio_copy c{};
+    c.dst = reinterpret_cast<uintptr_t>(dst) + total;
+    c.src = reinterpret_cast<uintptr_t>(src) + total;
+    c.len = len - total;
+    c.mode = dontwake ? UFFDIO_COPY_MODE_DONTWAKE : 0;
+    if (ioctl(fd_, UFFDIO_COPY, &c) == 0) {
+      total = len;
+      break;
+    }
+    int err = errno;
+    if (c.copy > 0) total += static_cast<size_t>(c.copy);
+    if (err == EAGAIN) continue;  // interrupted by a concurrent mm change: go on
+    rc = -err;
+    break;
+  }
+  if (done) *done = total;
+  return rc;
+}
+
+int Uffd::zeropage(void *dst, size_t len, bool dontwake, size_t *done) {
+  size_t total = 0;
+  int rc = 0;
+  while (total < len) {
+    uffdio_zeropage z{};
+    z.range.start = reinterpret_cast<uintptr_t>(dst) + total;
+    z.range.len = len - total;
+    z.mode = dontwake ? UFFDIO_ZEROPAGE_MODE_DONTWAKE : 0;
+    if (ioctl(fd_, UFFDIO_ZEROPAGE, &z) == 0) {
+      total = len;
+      break;
+    }
+    int err = errno;
+    if (z.zeropage > 0) total += static_cast<size_t>(z.zeropage);
+    if (err == EAGAIN) continue;
+    rc = -err;
+    break;
+  }
+  if (done) *done = total;
+  return rc;
+}
+
+int Uffd::write_protect(void *addr, size_t len, bool wp, bool dontwake) {
+  uffdio_writeprotect w{};
+  w.range.start = reinterpret_cast<uintptr_t>(addr);
+  w.range.len = len;
+  w.mode = (wp ? UFFDIO_WRITEPROTECT_MODE_WP : 0) | (dontwake ? UFFDIO_WRITEPROTECT_MODE_DONTWAKE : 0);
+  for (;;) {
+    if (ioctl(fd_, UFFDIO_WRITEPROTECT, &w) == 0) return 0;
+    if (errno != EAGAIN) return -errno;
+  }
+}
+
+int Uffd::wake(void *addr, size_t len) {
+  uffdio_range r{reinterpret_cast<uintptr_t>(addr), len};
+  return ioctl(fd_, UFFDIO_WAKE, &r) < 0 ? -errno : 0;
+}
+
+}  // namespace umrt::rt

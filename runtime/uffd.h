@@ -1,0 +1,39 @@
+// uffd.h — the platform layer over userfaultfd: open, register, and the ioctls the protocol
+// uses (COPY, ZEROPAGE, WRITEPROTECT, WAKE). Every call returns 0 or -errno; nothing throws.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace umrt::rt {
+
+class Uffd {
+ public:
+  Uffd() = default;
+  ~Uffd();
+  Uffd(const Uffd &) = delete;
+  Uffd &operator=(const Uffd &) = delete;
+
+  // Open with kernel faults included where allowed (/dev/userfaultfd, then the syscall), else
+  // user-mode-only with a warning. Negotiates MISSING + WP + EVENT_UNMAP + THREAD_ID.
+  int open();
+  void close();
+  int fd() const { return fd_; }
+  bool user_mode_only() const { return user_mode_only_; }
+
+  int register_range(void *addr, size_t len);   // MISSING | WP
+  int unregister_range(void *addr, size_t len);
+  // (WP together with dontwake is refused by the kernel.)
+  // Map len bytes from src at dst (atomically, waking faulting threads unless dontwake).
+  // *done receives the bytes mapped even on failure.
+  int copy(void *dst, const void *src, size_t len, bool dontwake, size_t *done);
+  int zeropage(void *dst, size_t len, bool dontwake, size_t *done);
+  int write_protect(void *addr, size_t len, bool wp, bool dontwake = false);
+  int wake(void *addr, size_t len);
+
+ private:
+  int fd_ = -1;
+  bool user_mode_only_ = false;
+};
+
+}  // namespace umrt::rt
