@@ -17,7 +17,9 @@
 namespace umrt::rt {
 
 enum class Dir : uint8_t { to_device, to_host };
-enum class Why : uint8_t { prefetch, fault, evict, shutdown };
+// fault_write: the fault group holds a write fault, so NONE pages are materialised writable
+// (UFFDIO_COPY of zeros) instead of as the shared zero page (which the write would then COW).
+enum class Why : uint8_t { prefetch, fault, fault_write, evict, shutdown };
 
 struct Batch {
   Runtime *rt;

@@ -26,7 +26,7 @@ void collect(Batch &b) {
       if (b.dir == Dir::to_device)
         want = !gone && (l == Loc::HOST || l == Loc::NONE);
       else
-        want = l == Loc::DEVICE || (l == Loc::NONE && !gone && b.why == Why::fault);
+        want = l == Loc::DEVICE || (l == Loc::NONE && !gone && (b.why == Why::fault || b.why == Why::fault_write));
       if (!want) break;
       if (entry::locked(cur)) {
         ++b.skipped_locked;

@@ -5,14 +5,27 @@
 //   (fault injection point), then HOST runs are copied and NONE runs zero-filled on the device.
 // to_host:   DEVICE runs go device -> staging -> UFFDIO_COPY into the range (the backend calls
 //   the installer as each run is staged; the ioctl maps atomically and wakes faulting threads);
-//   NONE runs (fault path) are mapped with UFFDIO_ZEROPAGE; GONE pages are dropped.
+//   NONE runs (fault path) are mapped with UFFDIO_ZEROPAGE (read faults) or UFFDIO_COPY of
+//   zeros (write faults: writable at once, no COW fault per page after); GONE pages dropped.
 // A failed allocation or copy clears MIGRATE for those pages only; they will be restored.
+#include <sys/mman.h>
+
 #include <cerrno>
 
 #include "batch.h"
 
 namespace umrt::rt {
 namespace {
+
+// 2 MiB that read as zero (the kernel's zero page behind a read-only mapping): the source of
+// UFFDIO_COPY when NONE pages are materialised writable.
+const void *zero_block() {
+  static const void *z = [] {
+    void *p = mmap(nullptr, kBlockSize, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? nullptr : p;
+  }();
+  return z;
+}
 
 bool sel(const Batch &b, size_t i) { return b.src[i] & entry::MIGRATE; }
 
@@ -110,7 +123,9 @@ void copy_to_host(Batch &b) {
     }
     if (l == Loc::NONE) {
       size_t done = 0;
-      int rc = rt.uffd.zeropage(b.r->addr(b.first + i), (j - i) * kPageSize, false, &done);
+      int rc = b.why == Why::fault_write
+                   ? rt.uffd.copy(b.r->addr(b.first + i), zero_block(), (j - i) * kPageSize, false, &done)
+                   : rt.uffd.zeropage(b.r->addr(b.first + i), (j - i) * kPageSize, false, &done);
       if (rc == -EEXIST) {  // already mapped (a duplicate fault raced us): count it as mapped
         done = (j - i) * kPageSize;
         rc = 0;

@@ -1,7 +1,7 @@
 // fault.cpp — the fault service: one thread reads userfaultfd messages in batches, groups page
 // faults by (range, device block) and serves each group with one device->host batch covering
-// the faulting pages plus a prefetch window that doubles on sequential access (reset on a
-// jump). NONE pages in the window are zero-filled. Duplicate faults on pages already mapped are
+// the faulting pages plus a prefetch window that doubles on sequential access (per stream: a
+// few streams per range are tracked, so several sequential readers each get their window). NONE pages in the window are zero-filled. Duplicate faults on pages already mapped are
 // woken, not re-served. Write-protect faults on pages a host->device batch holds either cancel
 // that page's migration (and let the writer go at once) or wait for the batch, per policy.
 // UNMAP events mark the pages GONE. Never throws; never touches managed memory itself.
@@ -26,6 +26,7 @@ struct Group {
   RangeRef ref;
   size_t block_first;
   std::vector<size_t> pages;
+  bool write = false;  // a write fault among them
 };
 
 // A MISSING fault on a page that is HOST (not being moved to the host by anyone): its host copy
@@ -44,14 +45,24 @@ void serve_group(Runtime &rt, Group &g) {
   const size_t lo = g.pages.front(), hi = g.pages.back() + 1;
   const size_t bend = r.block_end(lo);
   const uint32_t wmin = rt.cfg.prefetch_min_pages, wmax = rt.cfg.prefetch_max_pages;
-  if (lo == r.next_expected && r.fault_window)
-    r.fault_window = std::min<uint32_t>(r.fault_window * 2, wmax);
-  else
-    r.fault_window = wmin;
-  const size_t end = std::min(bend, std::max(hi, lo + r.fault_window));
-  r.next_expected = end;
+  // A fault right after a stream's last window continues it (window doubles); any other fault
+  // starts a new stream in the least recently used slot (window = minimum).
+  Range::Stream *st = nullptr;
+  for (Range::Stream &x : r.streams)
+    if (x.next == lo) st = &x;
+  if (st) {
+    st->window = std::min<uint32_t>(st->window * 2, wmax);
+  } else {
+    st = &r.streams[0];
+    for (Range::Stream &x : r.streams)
+      if (x.used < st->used) st = &x;
+    st->window = wmin;
+  }
+  st->used = ++r.stream_clock;
+  const size_t end = std::min(bend, std::max(hi, lo + st->window));
+  st->next = end;
   rt.stats.add(rt.stats.fault_groups, 1);
-  run_batch(rt, r, lo, end - lo, Dir::to_host, Why::fault, false, nullptr);
+  run_batch(rt, r, lo, end - lo, Dir::to_host, g.write ? Why::fault_write : Why::fault, false, nullptr);
   // Faulting pages the batch did not map: HOST pages are duplicates (or discarded copies);
   // pages still locked or still on the device retry through the batch's wake.
   for (size_t p : g.pages) {
@@ -167,6 +178,7 @@ void FaultService::loop() {
         it = groups.end() - 1;
       }
       it->pages.push_back(page);
+      if (m.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE) it->write = true;
     }
     for (Group &g : groups) serve_group(rt, g);
     groups.clear();  // drop the range references before blocking again

@@ -43,9 +43,16 @@ struct Range : std::enable_shared_from_this<Range> {
   std::atomic<bool> dead{false};            // removed from the table (umrt_free / user munmap)
   std::atomic<bool> user_unmapped{false};   // the user munmap()ed all of it
 
-  // Fault prefetch state (fault service thread only).
-  size_t next_expected = SIZE_MAX;  // page right after the last fault window
-  uint32_t fault_window = 0;        // current window in pages
+  // Fault prefetch state (fault service thread only): a few sequential streams, so that
+  // several threads each walking their own part of the range all get growing windows.
+  struct Stream {
+    size_t next = SIZE_MAX;  // page right after this stream's last fault window
+    uint32_t window = 0;     // its current window in pages
+    uint64_t used = 0;       // last use (for replacement)
+  };
+  static constexpr int kStreams = 8;
+  Stream streams[kStreams];
+  uint64_t stream_clock = 0;
 
   char *addr(size_t page) const { return reinterpret_cast<char *>(start) + (page << kPageShift); }
   char *dev_addr(size_t page) const { return dev_base + (page << kPageShift); }

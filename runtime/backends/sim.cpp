@@ -189,12 +189,8 @@ class SimBackend final : public Backend {
         case CopyOp::H2D: std::memcpy(dev, host, p.len); break;
         case CopyOp::ZERO: std::memset(dev, 0, p.len); break;
         case CopyOp::D2H: {
-          CopyOp piece = op;
-          piece.host = host;
-          piece.dev = dev;
-          piece.len = p.len;
-          piece.status = 0;
-          piece.done = 0;
+          // (op.status / op.done are shared with the other pieces: never read them here)
+          CopyOp piece{CopyOp::D2H, host, dev, p.len, 0, 0};
           int rc = p.sub->inst->install(piece, dev);
           std::atomic_ref<size_t>(op.done).fetch_add(piece.done);
           if (rc) set_status(op, rc);
