@@ -22,7 +22,10 @@ using namespace umrt::rt;
 namespace {
 
 std::shared_mutex g_life;             // shared: API calls; exclusive: init / shutdown
-std::unique_ptr<Runtime> g_rt;        // guarded by g_life
+// Guarded by g_life. A plain pointer on purpose: a program that exits without umrt_shutdown()
+// must not run the runtime's destructor (its threads are still running) during static
+// destruction; the process is going away, and the kernel reclaims everything.
+Runtime *g_rt = nullptr;
 std::atomic<bool> g_in_child{false};  // set in a child after fork(): umrt is unusable there
 std::once_flag g_atfork_once;
 
@@ -47,7 +50,7 @@ umrt_status init_locked(const umrt_config *user) {
     rt->stop();
     return st;
   }
-  g_rt = std::move(rt);
+  g_rt = rt.release();
   return UMRT_SUCCESS;
 }
 
@@ -73,7 +76,7 @@ class Call {
         }
       }
     }
-    rt_ = g_rt.get();
+    rt_ = g_rt;
   }
   bool ok() const { return rt_ != nullptr; }
   umrt_status status() const { return st_; }
@@ -141,7 +144,8 @@ umrt_status umrt_shutdown(void) {
   std::unique_lock u(g_life);
   if (!g_rt) return UMRT_SUCCESS;
   std::vector<RangePtr> left = g_rt->stop();
-  g_rt.reset();
+  delete g_rt;
+  g_rt = nullptr;
   std::lock_guard g(g_orphans_mu);
   for (RangePtr &r : left) g_orphans[r->start] = std::move(r);
   return UMRT_SUCCESS;
@@ -231,8 +235,9 @@ umrt_status umrt_free(void *ptr) {
 
 umrt_status umrt_prefetch(const void *ptr, size_t size, umrt_location dst, void *stream) {
   (void)stream;  // sim: every copy completes before return, which satisfies stream order
-  if (dst != UMRT_LOCATION_HOST && dst != UMRT_LOCATION_DEVICE)
-    return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_prefetch: location %d is neither HOST nor DEVICE", static_cast<int>(dst));
+  const int where = enum_int(dst);
+  if (where != UMRT_LOCATION_HOST && where != UMRT_LOCATION_DEVICE)
+    return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_prefetch: location %d is neither HOST nor DEVICE", where);
   if (size == 0) return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_prefetch: size is 0");
   Call call;
   if (!call.ok()) return call.status();
@@ -242,7 +247,7 @@ umrt_status umrt_prefetch(const void *ptr, size_t size, umrt_location dst, void 
   size_t first = ref->page_of(a);
   size_t last = ref->page_of(a + size - 1);
   int rc = migrate_span(call.rt(), *ref.get(), first, last + 1 - first,
-                        dst == UMRT_LOCATION_DEVICE ? Dir::to_device : Dir::to_host, Why::prefetch);
+                        where == UMRT_LOCATION_DEVICE ? Dir::to_device : Dir::to_host, Why::prefetch);
   return from_errno(rc, "umrt_prefetch");
 }
 
@@ -315,13 +320,14 @@ const char *umrt_backend_name(void) {
 }
 
 umrt_status umrt_inject_failure(umrt_inject_kind kind, uint64_t nth, uint64_t count) {
-  if (kind != UMRT_INJECT_ALLOC && kind != UMRT_INJECT_COPY)
-    return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_inject_failure: kind %d is not an injection kind", static_cast<int>(kind));
+  const int k = enum_int(kind);
+  if (k != UMRT_INJECT_ALLOC && k != UMRT_INJECT_COPY)
+    return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_inject_failure: kind %d is not an injection kind", k);
   if (nth == 0 || count == 0)
     return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_inject_failure: nth and count must be >= 1");
   Call call;
   if (!call.ok()) return call.status();
-  int rc = call.rt().backend->inject(kind == UMRT_INJECT_ALLOC ? InjectKind::alloc : InjectKind::copy, nth, count);
+  int rc = call.rt().backend->inject(k == UMRT_INJECT_ALLOC ? InjectKind::alloc : InjectKind::copy, nth, count);
   if (rc == -EOPNOTSUPP)
     return set_error(UMRT_ERROR_NOT_SUPPORTED, "umrt_inject_failure: the %s backend has no fault injection", call.rt().backend->name());
   return rc ? set_error(UMRT_ERROR_INVALID_VALUE, "umrt_inject_failure: %s", strerror(-rc)) : UMRT_SUCCESS;

@@ -20,6 +20,16 @@ constexpr size_t kBlockSize = kPageSize * kBlockPages;      // 2 MiB: batching, 
 inline constexpr size_t pages_of(size_t bytes) { return (bytes + kPageSize - 1) >> kPageShift; }
 inline constexpr size_t round_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
+// The integer in an enum value that came from a user: it may hold any value, and loading an
+// out-of-range value as the enum type is undefined behaviour, so read the bytes.
+template <typename E>
+inline int enum_int(const E &e) {
+  static_assert(sizeof(E) == sizeof(int));
+  int v;
+  __builtin_memcpy(&v, &e, sizeof v);
+  return v;
+}
+
 // Logging: level from the configuration (UMRT_LOG). Never throws.
 enum class Level { error = 1, warn = 2, info = 3, debug = 4 };
 void set_log_level(Level l);

@@ -50,7 +50,7 @@ umrt_status bad_env(const char *name, const char *value, const char *expect) {
 
 umrt_status resolve_config(umrt_config *c) {
   const char *v;
-  if (c->backend == UMRT_BACKEND_DEFAULT) {
+  if (enum_int(c->backend) == UMRT_BACKEND_DEFAULT) {
     c->backend = UMRT_BACKEND_AUTO;
     if ((v = std::getenv("UMRT_BACKEND")) && *v) {
       if (!std::strcmp(v, "auto")) c->backend = UMRT_BACKEND_AUTO;
@@ -58,15 +58,15 @@ umrt_status resolve_config(umrt_config *c) {
       else if (!std::strcmp(v, "cuda")) c->backend = UMRT_BACKEND_CUDA;
       else return bad_env("UMRT_BACKEND", v, "auto, cuda or sim");
     }
-  } else if (c->backend < UMRT_BACKEND_AUTO || c->backend > UMRT_BACKEND_CUDA) {
+  } else if (enum_int(c->backend) < UMRT_BACKEND_AUTO || enum_int(c->backend) > UMRT_BACKEND_CUDA) {
     return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_config.backend %d is not a backend kind",
-                     static_cast<int>(c->backend));
+                     enum_int(c->backend));
   }
   if (c->device_memory == 0 && (v = std::getenv("UMRT_DEVICE_MEMORY")) && *v) {
     if (!parse_bytes(v, &c->device_memory) || c->device_memory == 0)
       return bad_env("UMRT_DEVICE_MEMORY", v, "a byte count such as 512M or 8G");
   }
-  if (c->log_level == UMRT_LOG_DEFAULT) {
+  if (enum_int(c->log_level) == UMRT_LOG_DEFAULT) {
     c->log_level = UMRT_LOG_WARN;
     if ((v = std::getenv("UMRT_LOG")) && *v) {
       if (!std::strcmp(v, "error")) c->log_level = UMRT_LOG_ERROR;
@@ -75,9 +75,9 @@ umrt_status resolve_config(umrt_config *c) {
       else if (!std::strcmp(v, "debug")) c->log_level = UMRT_LOG_DEBUG;
       else return bad_env("UMRT_LOG", v, "error, warn, info or debug");
     }
-  } else if (c->log_level < UMRT_LOG_ERROR || c->log_level > UMRT_LOG_DEBUG) {
+  } else if (enum_int(c->log_level) < UMRT_LOG_ERROR || enum_int(c->log_level) > UMRT_LOG_DEBUG) {
     return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_config.log_level %d is not a level",
-                     static_cast<int>(c->log_level));
+                     enum_int(c->log_level));
   }
   struct U32 { uint32_t *field; const char *env; uint32_t def; uint32_t lo, hi; };
   const U32 u32s[] = {
@@ -99,16 +99,17 @@ umrt_status resolve_config(umrt_config *c) {
   if (c->prefetch_min_pages > c->prefetch_max_pages)
     return set_error(UMRT_ERROR_INVALID_VALUE, "prefetch window: min %u pages > max %u pages",
                      c->prefetch_min_pages, c->prefetch_max_pages);
-  if (c->write_fault == UMRT_WRITE_FAULT_DEFAULT) {
+  if (enum_int(c->write_fault) == UMRT_WRITE_FAULT_DEFAULT) {
     c->write_fault = UMRT_WRITE_FAULT_CANCEL;
     if ((v = std::getenv("UMRT_WRITE_FAULT")) && *v) {
       if (!std::strcmp(v, "cancel")) c->write_fault = UMRT_WRITE_FAULT_CANCEL;
       else if (!std::strcmp(v, "wait")) c->write_fault = UMRT_WRITE_FAULT_WAIT;
       else return bad_env("UMRT_WRITE_FAULT", v, "cancel or wait");
     }
-  } else if (c->write_fault != UMRT_WRITE_FAULT_CANCEL && c->write_fault != UMRT_WRITE_FAULT_WAIT) {
+  } else if (enum_int(c->write_fault) != UMRT_WRITE_FAULT_CANCEL &&
+             enum_int(c->write_fault) != UMRT_WRITE_FAULT_WAIT) {
     return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_config.write_fault %d is not a policy",
-                     static_cast<int>(c->write_fault));
+                     enum_int(c->write_fault));
   }
   if (c->sim_bandwidth_gbps == 0 && (v = std::getenv("UMRT_SIM_BANDWIDTH")) && *v) {
     char *end = nullptr;
@@ -116,7 +117,7 @@ umrt_status resolve_config(umrt_config *c) {
     if (end == v || *end || !(d >= 0)) return bad_env("UMRT_SIM_BANDWIDTH", v, "GB/s >= 0");
     c->sim_bandwidth_gbps = d;
   }
-  if (!(c->sim_bandwidth_gbps >= 0))
+  if (!(c->sim_bandwidth_gbps >= 0) || c->sim_bandwidth_gbps > 1e6)
     return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_config.sim_bandwidth_gbps must be >= 0");
   return UMRT_SUCCESS;
 }

@@ -4,7 +4,8 @@
 // to_device: the block's chunk (DevMem may evict LRU blocks for it), frames from the backend
 //   (fault injection point), then HOST runs are copied and NONE runs zero-filled on the device.
 // to_host:   DEVICE runs go device -> staging -> UFFDIO_COPY into the range (the backend calls
-//   the installer as each run is staged; the ioctl maps atomically and wakes faulting threads);
+//   the installer as each run is staged; the ioctl maps atomically; faulting threads are woken
+//   once the batch is finalized, so they resume with the page's entry already published);
 //   NONE runs (fault path) are mapped with UFFDIO_ZEROPAGE (read faults) or UFFDIO_COPY of
 //   zeros (write faults: writable at once, no COW fault per page after); GONE pages dropped.
 // A failed allocation or copy clears MIGRATE for those pages only; they will be restored.
@@ -41,7 +42,7 @@ struct BatchInstaller final : Installer {
   explicit BatchInstaller(Batch &bb) : b(bb) {}
   int install(CopyOp &op, const void *staged) override {
     size_t done = 0;
-    int rc = b.rt->uffd.copy(op.host, staged, op.len, false, &done);
+    int rc = b.rt->uffd.copy(op.host, staged, op.len, true, &done);  // woken after finalize
     size_t p0 = b.r->page_of(reinterpret_cast<uintptr_t>(op.host)) - b.first;
     for (size_t k = 0; k < done / kPageSize; ++k) b.installed[p0 + k] = true;
     op.done = done;
@@ -124,8 +125,8 @@ void copy_to_host(Batch &b) {
     if (l == Loc::NONE) {
       size_t done = 0;
       int rc = b.why == Why::fault_write
-                   ? rt.uffd.copy(b.r->addr(b.first + i), zero_block(), (j - i) * kPageSize, false, &done)
-                   : rt.uffd.zeropage(b.r->addr(b.first + i), (j - i) * kPageSize, false, &done);
+                   ? rt.uffd.copy(b.r->addr(b.first + i), zero_block(), (j - i) * kPageSize, true, &done)
+                   : rt.uffd.zeropage(b.r->addr(b.first + i), (j - i) * kPageSize, true, &done);
       if (rc == -EEXIST) {  // already mapped (a duplicate fault raced us): count it as mapped
         done = (j - i) * kPageSize;
         rc = 0;

@@ -181,19 +181,14 @@ int DevMem::ensure_chunk(DBlock *b) {
     --v->busy;
     cv_.notify_all();
     if (v->busy == 0 && v->chunk != kNoChunk && v->resident.load(std::memory_order_acquire) == 0) {
-      uint32_t c = v->chunk;
+      // The victim is empty: its chunk goes to the free list and the loop takes it from there
+      // (another batch on b may have given b a chunk meanwhile: then this one stays free).
       be_->chunk_unmap(v->win, v->win_offset);
+      free_.push_back(v->chunk);
       v->chunk = kNoChunk;
       lru_.erase(v->lru_it);
       evictions_.fetch_add(1, std::memory_order_relaxed);
-      int mrc = be_->chunk_map(b->win, b->win_offset, c);
-      if (mrc) {
-        free_.push_back(c);
-        return mrc;
-      }
-      b->chunk = c;
-      b->lru_it = lru_.insert(lru_.end(), b);
-      return 0;
+      continue;
     }
     // The victim kept pages (a copy failed, or a new batch raced in): try again.
     if (rc) last_err = rc;

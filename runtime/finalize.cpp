@@ -4,10 +4,12 @@
 //
 // to_device: publish (CAS, keeping LOCKED: fails if a CPU writer cancelled the page or the
 //   user unmapped it) -> MADV_DONTNEED the published runs (the next CPU access faults) ->
-//   restore the others (lift the write-protect, waking blocked writers) -> unlock -> wake the
-//   span (threads that faulted on locked pages retry). Published frames count as resident.
-// to_host:   installed pages are already mapped (UFFDIO_COPY woke their waiters): publish
-//   HOST (or NONE for dropped GONE pages), free their frames, unlock the rest, wake the span.
+//   restore the others (lift the write-protect, waking blocked writers) -> unlock. Published
+//   frames count as resident.
+// to_host:   installed pages are already mapped (not yet woken): publish HOST (or NONE for
+//   dropped GONE pages), free their frames, unlock the rest.
+// Then run_batch wakes the whole span: threads that faulted on the batch's pages resume (or
+// retry) only once every entry and counter is settled.
 #include <sys/mman.h>
 
 #include <cerrno>
@@ -62,23 +64,26 @@ void finalize_to_device(Batch &b) {
              if (rc && !(ents[b.first + i].load() & entry::GONE))
                log(Level::error, "un-write-protect at %p failed: %d", b.r->addr(b.first + i), rc);
            });
-  uint32_t npub = 0;
+  uint32_t npub = 0, copied = 0;
   for (size_t i = 0; i < b.n; ++i) {
     if (!(b.src[i] & entry::LOCKED)) continue;
     entry_unlock(ents[b.first + i]);
-    if (published[i]) ++npub;
-    else ++b.restored;
+    if (published[i]) {
+      ++npub;
+      copied += entry::loc(b.src[i]) == Loc::HOST;
+    } else {
+      ++b.restored;
+    }
   }
   b.published = npub;
   if (npub) b.db->resident.fetch_add(npub, std::memory_order_acq_rel);
-  if (b.held) rt.uffd.wake(b.r->addr(b.first), b.n * kPageSize);
-  rt.stats.add(rt.stats.pages_to_device, npub);
+  rt.stats.add(rt.stats.pages_to_device, copied);
 }
 
 void finalize_to_host(Batch &b) {
   Runtime &rt = *b.rt;
   Entry *ents = b.r->entries.get();
-  uint32_t npub = 0, freed = 0;
+  uint32_t npub = 0, freed = 0, copied = 0;
   for (size_t i = 0; i < b.n; ++i) {
     if (!(b.src[i] & entry::LOCKED)) continue;
     Entry &e = ents[b.first + i];
@@ -89,7 +94,10 @@ void finalize_to_host(Batch &b) {
       while (!entry_transition(e, cur, entry::with_loc(cur, to))) {
       }
       ++npub;
-      if (entry::loc(b.src[i]) == Loc::DEVICE) ++freed;
+      if (entry::loc(b.src[i]) == Loc::DEVICE) {
+        ++freed;
+        copied += !(b.src[i] & entry::GONE);
+      }
     } else {
       entry_unlock(e);
       ++b.restored;
@@ -97,8 +105,7 @@ void finalize_to_host(Batch &b) {
   }
   b.published = npub;
   if (freed) b.db->resident.fetch_sub(freed, std::memory_order_acq_rel);
-  if (b.held) rt.uffd.wake(b.r->addr(b.first), b.n * kPageSize);
-  rt.stats.add(rt.stats.pages_to_host, npub);
+  rt.stats.add(rt.stats.pages_to_host, copied);
 }
 
 }  // namespace

@@ -32,6 +32,7 @@ int run_batch(Runtime &rt, Range &r, size_t first, size_t n, Dir dir, Why why, b
   }
   if (!block_held) rt.devmem.end(db);
   rt.stats.add(rt.stats.pages_skipped_locked, b.skipped_locked);
+  if (b.held) rt.uffd.wake(r.addr(first), n * kPageSize);
   if (skipped) *skipped = b.skipped_locked;
   return b.error;
 }

@@ -74,9 +74,9 @@ typedef struct umrt_stats {
   uint64_t bytes_to_host;     /* bytes copied device->host (zero-fill excluded)                */
   uint64_t evictions;         /* blocks evicted from device memory                             */
   uint64_t batches;           /* protocol runs (collect..finalize)                             */
-  uint64_t pages_to_device;   /* pages whose migration to the device completed                */
-  uint64_t pages_to_host;     /* pages whose migration to the host completed                  */
-  uint64_t zero_fills;        /* never-touched pages materialised as zeros (no copy)           */
+  uint64_t pages_to_device;   /* pages copied to the device (= bytes_to_device / 4096)         */
+  uint64_t pages_to_host;     /* pages copied to the host (= bytes_to_host / 4096)             */
+  uint64_t zero_fills;        /* never-touched pages materialised as zeros, either side (no copy) */
   uint64_t pages_restored;    /* selected pages that could not move and were restored          */
   uint64_t pages_skipped_locked; /* pages another batch held (first locker wins)                */
   uint64_t fault_groups;      /* fault batches (faults grouped per block)                      */
