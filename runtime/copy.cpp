@@ -41,6 +41,8 @@ struct BatchInstaller final : Installer {
   Batch &b;
   explicit BatchInstaller(Batch &bb) : b(bb) {}
   int install(CopyOp &op, const void *staged) override {
+    // The fault service waits for this copy: like it, never wait out a pending munmap event.
+    Uffd::NoWaitScope nowait(b.why == Why::fault || b.why == Why::fault_write);
     size_t done = 0;
     int rc = b.rt->uffd.copy(op.host, staged, op.len, true, &done);  // woken after finalize
     size_t p0 = b.r->page_of(reinterpret_cast<uintptr_t>(op.host)) - b.first;

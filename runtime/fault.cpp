@@ -35,7 +35,7 @@ struct Group {
 void serve_host_page(Runtime &rt, Range &r, size_t page) {
   size_t done = 0;
   int rc = rt.uffd.zeropage(r.addr(page), kPageSize, false, &done);
-  if (rc == -EEXIST || rc == -ENOENT || rc == -EINVAL) rt.uffd.wake(r.addr(page), kPageSize);
+  if (rc) rt.uffd.wake(r.addr(page), kPageSize);  // mapped already, or retry later (EAGAIN)
 }
 
 void serve_group(Runtime &rt, Group &g) {
@@ -131,6 +131,7 @@ void FaultService::stop() {
 
 void FaultService::loop() {
   Runtime &rt = *rt_;
+  Uffd::mark_fault_service_thread();
   uffd_msg msgs[kMaxMsgs];
   std::vector<Group> groups;
   pollfd pfd[2] = {{rt.uffd.fd(), POLLIN, 0}, {stop_fd_, POLLIN, 0}};

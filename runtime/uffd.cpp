@@ -5,6 +5,7 @@
 #include <linux/userfaultfd.h>
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -20,6 +21,24 @@
 #endif
 
 namespace umrt::rt {
+
+namespace {
+// EAGAIN from COPY / ZEROPAGE / WRITEPROTECT means a non-cooperative event (a user munmap) is
+// pending and the mm is changing. The event is only consumed when the fault service reads it,
+// so the fault service must never wait for it: it gives up (the batch restores, the faulting
+// thread retries). Any other thread yields and tries again.
+thread_local bool t_fault_service = false;
+bool retry_eagain() {
+  if (t_fault_service) return false;
+  sched_yield();
+  return true;
+}
+}  // namespace
+
+void Uffd::mark_fault_service_thread() { t_fault_service = true; }
+
+Uffd::NoWaitScope::NoWaitScope(bool on) : prev_(t_fault_service) { t_fault_service = prev_ || on; }
+Uffd::NoWaitScope::~NoWaitScope() { t_fault_service = prev_; }
 
 Uffd::~Uffd() { close(); }
 
@@ -102,7 +121,7 @@ int Uffd::copy(void *dst, const void *src, size_t len, bool dontwake, size_t *do
     }
     int err = errno;
     if (c.copy > 0) total += static_cast<size_t>(c.copy);
-    if (err == EAGAIN) continue;  // interrupted by a concurrent mm change: go on
+    if (err == EAGAIN && retry_eagain()) continue;
     rc = -err;
     break;
   }
@@ -124,7 +143,7 @@ int Uffd::zeropage(void *dst, size_t len, bool dontwake, size_t *done) {
     }
     int err = errno;
     if (z.zeropage > 0) total += static_cast<size_t>(z.zeropage);
-    if (err == EAGAIN) continue;
+    if (err == EAGAIN && retry_eagain()) continue;
     rc = -err;
     break;
   }
@@ -139,7 +158,7 @@ int Uffd::write_protect(void *addr, size_t len, bool wp, bool dontwake) {
   w.mode = (wp ? UFFDIO_WRITEPROTECT_MODE_WP : 0) | (dontwake ? UFFDIO_WRITEPROTECT_MODE_DONTWAKE : 0);
   for (;;) {
     if (ioctl(fd_, UFFDIO_WRITEPROTECT, &w) == 0) return 0;
-    if (errno != EAGAIN) return -errno;
+    if (errno != EAGAIN || !retry_eagain()) return -errno;
   }
 }
 

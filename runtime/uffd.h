@@ -31,6 +31,21 @@ class Uffd {
   int write_protect(void *addr, size_t len, bool wp, bool dontwake = false);
   int wake(void *addr, size_t len);
 
+  // Called once by the fault service thread: on it, EAGAIN (a user munmap in progress) is
+  // returned instead of retried, since only this thread can let the munmap finish.
+  static void mark_fault_service_thread();
+  // The same for work a copy engine does on the fault service's behalf (while it waits).
+  class NoWaitScope {
+   public:
+    explicit NoWaitScope(bool on);
+    ~NoWaitScope();
+    NoWaitScope(const NoWaitScope &) = delete;
+    NoWaitScope &operator=(const NoWaitScope &) = delete;
+
+   private:
+    bool prev_;
+  };
+
  private:
   int fd_ = -1;
   bool user_mode_only_ = false;
