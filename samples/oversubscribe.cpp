@@ -1,0 +1,281 @@
+// oversubscribe — a STREAM-like triad a = b + s * c over a working set larger than device memory.
+// The arrays are processed chunk by chunk: prefetch the chunk's b, c and a to the device, run the
+// triad there through device pointers, move on. Nothing is ever freed or prefetched back by hand:
+// when device memory is full, umrt evicts the least recently used blocks (older chunks) to the
+// host by itself. At the end the CPU checks every element (device-resident chunks fault back)
+// and the sample prints the evictions and the rates.
+//
+// As in vector_add, the "kernel" is host threads over umrt_device_pointer() addresses, which is
+// how the sim backend's device memory is used; so this sample asks for the sim backend unless
+// UMRT_BACKEND names another.
+//
+//   oversubscribe [--device-memory BYTES] [--size BYTES] [--chunk BYTES] [--threads T]
+//     --device-memory  device capacity to configure (default 256M)
+//     --size           working set, all three arrays (default 3x the reported capacity)
+//     --chunk          bytes of each array per step (default 32M)
+//
+// Exit status: 0 success, 1 a wrong element or no eviction happened, 2 a umrt error (or bad
+// arguments).
+#include <umrt/umrt.h>
+#include <umrt/umrt.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+double seconds_since(clock_type::time_point t0) {
+  return std::chrono::duration<double>(clock_type::now() - t0).count();
+}
+
+double mib(uint64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); }
+
+// GB/s as 10^9 bytes per second; 0 when nothing was timed.
+double gbps(uint64_t bytes, double s) { return s > 0 ? static_cast<double>(bytes) / s / 1e9 : 0; }
+
+// "256M" -> 256 * 2^20; K/M/G are binary multiples. False on anything else.
+bool parse_bytes(const char *s, uint64_t *out) {
+  if (!s || !*s || *s == '-') return false;
+  char *end = nullptr;
+  unsigned long long v = std::strtoull(s, &end, 10);
+  if (end == s) return false;
+  uint64_t mul = 1;
+  switch (*end) {
+    case '\0': break;
+    case 'k': case 'K': mul = 1ull << 10; ++end; break;
+    case 'm': case 'M': mul = 1ull << 20; ++end; break;
+    case 'g': case 'G': mul = 1ull << 30; ++end; break;
+    default: return false;
+  }
+  if (*end != '\0' || v == 0 || v > UINT64_MAX / mul) return false;
+  *out = v * mul;
+  return true;
+}
+
+constexpr float kScalar = 3.0f;
+// Small integers, so b + s * c is exact in float and a can be checked without reading b or c.
+inline float b_value(std::size_t i) { return static_cast<float>(i & 1023); }
+inline float c_value(std::size_t i) { return static_cast<float>((i >> 10) & 511); }
+
+// Runs body(first, last) on `threads` threads over [first, last), split at page boundaries.
+template <typename Body>
+void parallel_for(std::size_t first, std::size_t last, unsigned threads, Body body) {
+  constexpr std::size_t align = 4096 / sizeof(float);
+  std::size_t per = (last - first + threads - 1) / threads;
+  per = (per + align - 1) / align * align;
+  std::vector<std::thread> pool;
+  for (std::size_t f = first; f < last; f += per)
+    pool.emplace_back(body, f, std::min(last, f + per));
+  for (std::thread &t : pool) t.join();
+}
+
+void usage(const char *argv0) {
+  std::fprintf(stderr,
+               "usage: %s [--device-memory BYTES] [--size BYTES] [--chunk BYTES] [--threads T]\n"
+               "  --device-memory  device capacity (default 256M)\n"
+               "  --size           working set of the three arrays (default 3x the capacity)\n"
+               "  --chunk          bytes of each array per step (default 32M)\n"
+               "  --threads        host threads (default: all cores)\n",
+               argv0);
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress shows even when piped
+  uint64_t device_memory = 256ull << 20;
+  uint64_t size = 0;
+  uint64_t chunk_bytes = 32ull << 20;
+  uint64_t threads = std::max(1u, std::thread::hardware_concurrency());
+  for (int i = 1; i < argc; ++i) {
+    const char *arg = argv[i];
+    const char *val = i + 1 < argc ? argv[i + 1] : nullptr;
+    if (!std::strcmp(arg, "--device-memory") && parse_bytes(val, &device_memory)) {
+      ++i;
+    } else if (!std::strcmp(arg, "--size") && parse_bytes(val, &size)) {
+      ++i;
+    } else if (!std::strcmp(arg, "--chunk") && parse_bytes(val, &chunk_bytes)) {
+      ++i;
+    } else if (!std::strcmp(arg, "--threads") && parse_bytes(val, &threads) && threads <= 1024) {
+      ++i;
+    } else {
+      usage(argv[0]);
+      return std::strcmp(arg, "--help") && std::strcmp(arg, "-h") ? 2 : 0;
+    }
+  }
+  const unsigned nthreads = static_cast<unsigned>(threads);
+
+  try {
+    umrt_config cfg{};
+    umrt::check(umrt_config_defaults(&cfg), "umrt_config_defaults");
+    if (cfg.backend == UMRT_BACKEND_DEFAULT || cfg.backend == UMRT_BACKEND_AUTO)
+      cfg.backend = UMRT_BACKEND_SIM;
+    cfg.device_memory = device_memory;
+    umrt::runtime rt(cfg);
+
+    const char *backend = umrt_backend_name();
+    if (!backend) umrt::check(UMRT_ERROR_NO_DEVICE, "umrt_backend_name");
+    if (std::strcmp(backend, "sim") != 0) {
+      std::fprintf(stderr,
+                   "oversubscribe: the kernel of this sample is host threads over device "
+                   "pointers, which only the sim backend can run; use UMRT_BACKEND=sim\n");
+      return 2;
+    }
+
+    const uint64_t capacity = umrt::runtime::stats().device_capacity;
+    if (capacity == 0) {
+      std::fprintf(stderr, "oversubscribe: umrt_get_stats() reports a device capacity of 0\n");
+      return 2;
+    }
+    if (size == 0) size = 3 * capacity;
+    // Per array: a third of the working set, whole pages. Per chunk: at most a quarter of the
+    // capacity (three arrays' chunks must fit on the device at once), whole 2 MiB blocks when
+    // possible so that chunks do not share blocks.
+    const uint64_t array_bytes = size / 3 / 4096 * 4096;
+    if (array_bytes == 0) {
+      usage(argv[0]);
+      return 2;
+    }
+    uint64_t max_chunk = capacity / 4;
+    max_chunk = max_chunk >= (2u << 20) ? max_chunk / (2u << 20) * (2u << 20)
+                                        : std::max<uint64_t>(4096, max_chunk / 4096 * 4096);
+    chunk_bytes = std::min({chunk_bytes, max_chunk, array_bytes});
+    chunk_bytes = std::max<uint64_t>(4096, chunk_bytes / 4096 * 4096);
+    const std::size_t n = array_bytes / sizeof(float);
+    const std::size_t chunk = chunk_bytes / sizeof(float);
+
+    std::printf("umrt oversubscribe: backend %s, device capacity %.1f MiB, working set %.1f MiB "
+                "(3 arrays of %.1f MiB = %.2fx capacity), chunk %.1f MiB per array, %u threads\n",
+                backend, mib(capacity), mib(3 * array_bytes), mib(array_bytes),
+                3.0 * static_cast<double>(array_bytes) / static_cast<double>(capacity),
+                mib(chunk_bytes), nthreads);
+
+    umrt::buffer<float> a(n), b(n), c(n);
+
+    // b and c start on the CPU (first touch); a is never touched by the CPU before the triad,
+    // so its pages become zero-filled device pages when prefetched.
+    auto t0 = clock_type::now();
+    parallel_for(0, n, nthreads, [&](std::size_t first, std::size_t last) {
+      for (std::size_t i = first; i < last; ++i) {
+        b[i] = b_value(i);
+        c[i] = c_value(i);
+      }
+    });
+    const double t_init = seconds_since(t0);
+    const umrt_stats s0 = umrt::runtime::stats();
+
+    double t_prefetch = 0, t_kernel = 0;
+    const auto t_loop = clock_type::now();
+    for (std::size_t first = 0; first < n; first += chunk) {
+      const std::size_t count = std::min(chunk, n - first);
+      // Stage the chunk on the device; when device memory runs out umrt evicts older chunks.
+      t0 = clock_type::now();
+      b.prefetch(umrt::location::device, first, count);
+      c.prefetch(umrt::location::device, first, count);
+      a.prefetch(umrt::location::device, first, count);
+      t_prefetch += seconds_since(t0);
+      for (const umrt::buffer<float> *buf : {&a, &b, &c}) {
+        if (buf->where(first) != umrt::location::device ||
+            buf->where(first + count - 1) != umrt::location::device) {
+          std::fprintf(stderr, "oversubscribe: chunk at element %zu is not on the device after "
+                       "umrt_prefetch\n", first);
+          return 1;
+        }
+      }
+      // The triad on the device: device addresses of this chunk (valid while it is resident).
+      float *da = a.device_data(first);
+      const float *db = b.device_data(first);
+      const float *dc = c.device_data(first);
+      t0 = clock_type::now();
+      parallel_for(0, count, nthreads, [&](std::size_t f, std::size_t l) {
+        for (std::size_t i = f; i < l; ++i) da[i] = db[i] + kScalar * dc[i];
+      });
+      t_kernel += seconds_since(t0);
+    }
+    const double t_total = seconds_since(t_loop);
+    const umrt_stats s1 = umrt::runtime::stats();
+
+    // Check every element of a on the CPU: evicted chunks are already home, the chunks still on
+    // the device fault back.
+    std::atomic<uint64_t> wrong{0};
+    std::atomic<uint64_t> first_wrong{UINT64_MAX};
+    t0 = clock_type::now();
+    parallel_for(0, n, nthreads, [&](std::size_t first, std::size_t last) {
+      uint64_t bad = 0;
+      for (std::size_t i = first; i < last; ++i) {
+        if (a[i] != b_value(i) + kScalar * c_value(i) && bad++ == 0) {
+          uint64_t cur = first_wrong.load();
+          while (i < cur && !first_wrong.compare_exchange_weak(cur, i)) {
+          }
+        }
+      }
+      wrong += bad;
+    });
+    const double t_check = seconds_since(t0);
+    const umrt_stats s2 = umrt::runtime::stats();
+
+    const uint64_t triad_bytes = 3 * array_bytes;  // read b, c; write a
+    const uint64_t moved = (s1.bytes_to_device - s0.bytes_to_device) +
+                           (s1.bytes_to_host - s0.bytes_to_host);
+    std::printf("\n%-40s %10s %12s %10s\n", "phase", "time ms", "MiB", "GB/s");
+    std::printf("%-40s %10.1f %12.1f %10.2f\n", "first touch b, c on CPU", t_init * 1e3,
+                mib(2 * array_bytes), gbps(2 * array_bytes, t_init));
+    std::printf("%-40s %10.1f %12.1f %10.2f   to device %.1f MiB, evicted to host %.1f MiB\n",
+                "prefetch chunks (with evictions)", t_prefetch * 1e3, mib(moved),
+                gbps(moved, t_prefetch), mib(s1.bytes_to_device - s0.bytes_to_device),
+                mib(s1.bytes_to_host - s0.bytes_to_host));
+    std::printf("%-40s %10.1f %12.1f %10.2f\n", "triad on device (kernel time only)",
+                t_kernel * 1e3, mib(triad_bytes), gbps(triad_bytes, t_kernel));
+    std::printf("%-40s %10.1f %12.1f %10.2f\n", "triad end to end (prefetch + kernel)",
+                t_total * 1e3, mib(triad_bytes), gbps(triad_bytes, t_total));
+    std::printf("%-40s %10.1f %12.1f %10.2f   copied to host; %llu faults\n",
+                "check a on CPU (fault back)", t_check * 1e3,
+                mib(s2.bytes_to_host - s1.bytes_to_host),
+                gbps(s2.bytes_to_host - s1.bytes_to_host, t_check),
+                static_cast<unsigned long long>(s2.cpu_faults - s1.cpu_faults));
+    std::printf("\numrt_get_stats: evictions %llu (blocks), bytes_to_device %llu, bytes_to_host "
+                "%llu, cpu_faults %llu, batches %llu, device in use %.1f of %.1f MiB\n",
+                static_cast<unsigned long long>(s2.evictions),
+                static_cast<unsigned long long>(s2.bytes_to_device),
+                static_cast<unsigned long long>(s2.bytes_to_host),
+                static_cast<unsigned long long>(s2.cpu_faults),
+                static_cast<unsigned long long>(s2.batches), mib(s2.device_bytes_in_use),
+                mib(s2.device_capacity));
+
+    if (wrong.load() != 0) {
+      const uint64_t i = first_wrong.load();
+      std::fprintf(stderr, "oversubscribe: FAILED: %llu wrong elements; first a[%llu] = %g, "
+                   "expected %g\n",
+                   static_cast<unsigned long long>(wrong.load()),
+                   static_cast<unsigned long long>(i), static_cast<double>(a[i]),
+                   static_cast<double>(b_value(i) + kScalar * c_value(i)));
+      return 1;
+    }
+    if (3 * array_bytes > capacity && s1.evictions == s0.evictions) {
+      std::fprintf(stderr, "oversubscribe: FAILED: the working set exceeds device memory but "
+                   "nothing was evicted\n");
+      return 1;
+    }
+    std::printf("oversubscribe: all %zu elements correct\n", n);
+    return 0;
+  } catch (const umrt::error &e) {
+    std::fprintf(stderr, "oversubscribe: umrt error: %s\n", e.what());
+    if (e.status() == UMRT_ERROR_NOT_SUPPORTED)
+      std::fprintf(stderr, "oversubscribe: umrt needs userfaultfd with write-protect (Linux >= "
+                   "5.7) and root, access to /dev/userfaultfd or vm.unprivileged_userfaultfd=1\n");
+    return 2;
+  } catch (const std::exception &e) {
+    std::fprintf(stderr, "oversubscribe: error: %s\n", e.what());
+    return 2;
+  }
+}

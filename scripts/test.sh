@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# test.sh — install what is missing, then build and run the whole test suite:
+#   normal    build/       ctest
+#   asan      build-asan/  ctest, ASan + UBSan (-DUMRT_SANITIZE=address)
+#   tsan      build-tsan/  ctest, TSan (-DUMRT_SANITIZE=thread)
+#   consumer  umrt used from outside: find_package(umrt CONFIG) after cmake --install,
+#             add_subdirectory(), and samples/ built standalone against the install
+# UMRT_TEST_CONFIGS selects (default "normal asan tsan consumer"); UMRT_CTEST_ARGS adds ctest
+# arguments (e.g. "-L unit"). Every selected step runs; one summary line each; the exit status
+# is non-zero when any failed.
+set -uo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root" || exit 1
+export DEBIAN_FRONTEND=noninteractive
+
+if ! "$root/scripts/deps.sh"; then
+  echo "test.sh: installing dependencies failed" >&2
+  exit 1
+fi
+
+jobs="$(nproc 2>/dev/null || echo 2)"
+configs="${UMRT_TEST_CONFIGS:-normal asan tsan consumer}"
+read -r -a ctest_extra <<<"${UMRT_CTEST_ARGS:-}"
+build_type=RelWithDebInfo
+summary=()
+failed=0
+
+log() { printf '\n=== test.sh: %s ===\n' "$*"; }
+
+# record NAME STATUS DETAIL
+record() {
+  summary+=("$(printf '%-9s %-4s %s' "$1" "$2" "$3")")
+  [[ "$2" == PASS ]] || failed=1
+}
+
+# configure DIR [cmake args...]
+configure() {
+  local dir="$1"
+  shift
+  cmake -S "$root" -B "$dir" -DCMAKE_BUILD_TYPE="$build_type" \
+        -DUMRT_BUILD_TESTS=ON -DUMRT_BUILD_SAMPLES=ON "$@"
+}
+
+# ctest_config NAME DIR SANITIZE [wrapper...]
+ctest_config() {
+  local name="$1" dir="$2" sanitize="$3"
+  shift 3
+  local t0=$SECONDS
+  log "$name: configure + build in $dir"
+  if ! configure "$root/$dir" -DUMRT_SANITIZE="$sanitize" ||
+     ! cmake --build "$root/$dir" -j "$jobs"; then
+    record "$name" FAIL "build failed ($((SECONDS - t0)) s)"
+    return
+  fi
+  local t1=$SECONDS
+  log "$name: ctest"
+  if "$@" ctest --test-dir "$root/$dir" --output-on-failure -j2 --no-tests=error --timeout 900 \
+       "${ctest_extra[@]}"; then
+    record "$name" PASS "build $((t1 - t0)) s, tests $((SECONDS - t1)) s"
+  else
+    record "$name" FAIL "tests failed (build $((t1 - t0)) s, tests $((SECONDS - t1)) s)"
+  fi
+}
+
+run_normal() {
+  ctest_config normal build ""
+}
+
+run_asan() {
+  ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}" \
+  UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}" \
+    ctest_config asan build-asan address
+}
+
+run_tsan() {
+  # GCC's TSan cannot map its shadow under high mmap randomisation (vm.mmap_rnd_bits > 28,
+  # "unexpectedly found incompatible memory layout"): run without ASLR where that is allowed.
+  local wrap=()
+  if command -v setarch >/dev/null 2>&1 && setarch "$(uname -m)" -R true 2>/dev/null; then
+    wrap=(setarch "$(uname -m)" -R)
+  fi
+  # tests/tsan.supp, when the test suite has one, holds TSan suppressions.
+  local opts="halt_on_error=1:second_deadlock_stack=1"
+  if [[ -f "$root/tests/tsan.supp" ]]; then
+    opts+=":suppressions=$root/tests/tsan.supp"
+  fi
+  TSAN_OPTIONS="${TSAN_OPTIONS:-$opts}" ctest_config tsan build-tsan thread "${wrap[@]}"
+}
+
+# The consumer sub-steps; each stops at its first failing command.
+consumer_install() {  # the installed package comes from the normal build (build/)
+  if [[ ! -f "$root/build/CMakeCache.txt" ]]; then
+    configure "$root/build" || return 1
+  fi
+  cmake --build "$root/build" -j "$jobs" --target umrt &&
+    cmake --install "$root/build" --prefix "$prefix"
+}
+consumer_installed() {
+  cmake -S "$root/scripts/consumer/installed" -B "$out/installed" -DCMAKE_PREFIX_PATH="$prefix" &&
+    cmake --build "$out/installed" -j "$jobs" &&
+    timeout 600 "$out/installed/consumer"
+}
+consumer_subdir() {
+  cmake -S "$root/scripts/consumer/subdir" -B "$out/subdir" -DCMAKE_BUILD_TYPE="$build_type" &&
+    cmake --build "$out/subdir" -j "$jobs" &&
+    timeout 600 "$out/subdir/consumer"
+}
+consumer_samples() {
+  cmake -S "$root/samples" -B "$out/samples" -DCMAKE_PREFIX_PATH="$prefix" &&
+    cmake --build "$out/samples" -j "$jobs" &&
+    timeout 600 "$out/samples/vector_add" --n 4M --threads 2 &&
+    timeout 600 "$out/samples/oversubscribe" --device-memory 16M --chunk 2M --threads 2
+}
+
+run_consumer() {
+  local t0=$SECONDS bad=()
+  out="$root/build-consumer"
+  prefix="$(mktemp -d "${TMPDIR:-/tmp}/umrt-install.XXXXXX")" || {
+    record consumer FAIL "mktemp failed"
+    return
+  }
+  log "consumer: build umrt in build/ and install it to $prefix"
+  if ! consumer_install; then
+    record consumer FAIL "building or installing umrt failed"
+    rm -rf "$prefix"
+    return
+  fi
+  log "consumer: find_package(umrt CONFIG)"
+  consumer_installed || bad+=(installed)
+  log "consumer: add_subdirectory(umrt)"
+  consumer_subdir || bad+=(subdir)
+  log "consumer: samples/ standalone against the install"
+  consumer_samples || bad+=(samples)
+  rm -rf "$prefix"
+  if [[ ${#bad[@]} -eq 0 ]]; then
+    record consumer PASS "find_package, add_subdirectory, standalone samples ($((SECONDS - t0)) s)"
+  else
+    record consumer FAIL "failed: ${bad[*]} ($((SECONDS - t0)) s)"
+  fi
+}
+
+for config in $configs; do
+  case "$config" in
+    normal) run_normal ;;
+    asan) run_asan ;;
+    tsan) run_tsan ;;
+    consumer) run_consumer ;;
+    *) record "$config" FAIL "unknown configuration (known: normal asan tsan consumer)" ;;
+  esac
+done
+
+printf '\n=== test.sh summary ===\n'
+printf '%s\n' "${summary[@]}"
+exit "$failed"
