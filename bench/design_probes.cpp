@@ -1,8 +1,7 @@
 // design_probes.cpp — umrt-probes: the measurements behind design decisions (docs/design.md).
 //
-//   umrt-probes write-fault   a CPU writer racing host->device migrations: writer latency and
-//                             throughput, migration throughput, under the cancel and the wait
-//                             policy (UMRT_WRITE_FAULT).
+//   umrt-probes write-fault   a CPU write into a page a host->device batch holds: the writer's
+//                             latency under the cancel and the wait policy (UMRT_WRITE_FAULT).
 //   umrt-probes window        CPU reads of device-resident memory, sequential and random, for
 //                             several starting prefetch windows (UMRT_PREFETCH_MIN).
 // Each prints one line per configuration. Uses only the public API.
@@ -49,51 +48,54 @@ void start(umrt_write_fault_policy pol, uint32_t wmin) {
   check(umrt_init(&c), "umrt_init");
 }
 
-// A writer keeps writing a hot set (one word in each of 64 pages spread over the range) while
-// the range is migrated to the device again and again. Reports the latency of the writes that
-// stalled (> 2 us: they took a fault) and how much data the migrations moved.
+// For each 2 MiB block in turn: the block is prefetched to the device over a slow link (sim
+// bandwidth limit, so the batch holds its pages for milliseconds) while a writer thread writes
+// one word of it 300 us into the batch, i.e. into a page the batch has write-protected. The
+// write's latency is what the policy costs the writer; "pages kept on host" counts the written
+// pages the batch left on the host.
 void write_fault(const char *name, umrt_write_fault_policy pol) {
-  start(pol, 0);
-  const size_t bytes = 64ull << 20, pages = bytes / 4096, hot = 64;
+  umrt_shutdown();
+  umrt_config c{};
+  c.backend = UMRT_BACKEND_SIM;
+  c.device_memory = 512ull << 20;
+  c.write_fault = pol;
+  c.sim_bandwidth_gbps = 0.25;
+  check(umrt_init(&c), "umrt_init");
+  const size_t blocks = 32, bytes = blocks << 21;
   uint64_t *p = nullptr;
   check(umrt_malloc(reinterpret_cast<void **>(&p), bytes), "umrt_malloc");
   std::memset(p, 0, bytes);
-  std::atomic<bool> stop{false};
-  std::vector<double> stalls;
-  uint64_t writes = 0;
-  std::thread writer([&] {
-    size_t k = 0;
-    while (!stop.load(std::memory_order_relaxed)) {
-      size_t pg = (k++ % hot) * (pages / hot);
-      auto t0 = Clock::now();
-      p[pg * 512] += 1;
-      double us = secs(Clock::now() - t0) * 1e6;
-      if (us > 2.0) stalls.push_back(us);
-      ++writes;
-    }
-  });
+  std::vector<double> lat;
+  size_t kept = 0;
   umrt_stats a{}, s{};
   check(umrt_get_stats(&a), "stats");
   auto t0 = Clock::now();
-  const int rounds = 20;
-  for (int i = 0; i < rounds; ++i) {
-    check(umrt_prefetch(p, bytes, UMRT_LOCATION_DEVICE, nullptr), "prefetch device");
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  for (size_t blk = 0; blk < blocks; ++blk) {
+    uint64_t *word = p + blk * (1 << 18) + 100 * 512;  // page 100 of the block
+    std::thread writer([&] {
+      std::this_thread::sleep_for(std::chrono::microseconds(300));
+      auto t1 = Clock::now();
+      *word += 1;
+      lat.push_back(secs(Clock::now() - t1) * 1e6);
+    });
+    check(umrt_prefetch(p + blk * (1 << 18), 2u << 20, UMRT_LOCATION_DEVICE, nullptr), "prefetch");
+    writer.join();
+    umrt_location l{};
+    check(umrt_page_location(word, &l), "location");
+    kept += l == UMRT_LOCATION_HOST;
   }
   double el = secs(Clock::now() - t0);
-  stop = true;
-  writer.join();
   check(umrt_get_stats(&s), "stats");
   uint64_t sum = 0;
-  for (size_t i = 0; i < pages; ++i) sum += p[i * 512];
-  std::printf("write-fault %-6s writes/s %9.0f  stalled writes %6zu: p50 %7.1f us p99 %7.1f us "
-              "max %7.1f us  bytes back to host %6.1f MiB  wp-faults %llu cancels %llu  counts %s\n",
-              name, static_cast<double>(writes) / el, stalls.size(), pct(stalls, 0.5),
-              pct(stalls, 0.99), pct(stalls, 1.0),
-              static_cast<double>(s.bytes_to_host - a.bytes_to_host) / (1 << 20),
+  for (size_t i = 0; i < bytes / 8; ++i) sum += p[i];
+  std::printf("write-fault %-6s write latency p50 %8.1f us  p99 %8.1f us  max %8.1f us  pages kept "
+              "on host %2zu/%zu  wp-faults %llu cancels %llu  bytes back to host %5.1f KiB  "
+              "%.2f s  sum %s\n",
+              name, pct(lat, 0.5), pct(lat, 0.99), pct(lat, 1.0), kept, blocks,
               static_cast<unsigned long long>(s.write_faults - a.write_faults),
               static_cast<unsigned long long>(s.write_cancels - a.write_cancels),
-              sum == writes ? "exact" : "WRONG");
+              static_cast<double>(s.bytes_to_host - a.bytes_to_host) / 1024, el,
+              sum == blocks ? "exact" : "WRONG");
   check(umrt_free(p), "umrt_free");
 }
 
