@@ -198,7 +198,11 @@ umrt_status umrt_malloc(void **ptr, size_t size) {
     munmap(start, r->map_bytes);
     return set_error(UMRT_ERROR_OUT_OF_MEMORY, "umrt_malloc: device window: %s", strerror(-rc));
   }
-  rt.ranges.insert(r);
+  std::vector<RangePtr> stale = rt.ranges.insert(r);
+  if (!stale.empty()) {
+    std::lock_guard g(rt.zombies_mu);
+    for (RangePtr &z : stale) rt.zombies.push_back(std::move(z));
+  }
   *ptr = start;
   return UMRT_SUCCESS;
 }

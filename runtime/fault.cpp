@@ -31,11 +31,21 @@ struct Group {
 
 // A MISSING fault on a page that is HOST (not being moved to the host by anyone): its host copy
 // was mapped (a duplicate fault: wake) or discarded by the user (MADV_DONTNEED: map zeros, as
-// the kernel would). UFFDIO_ZEROPAGE tells the two apart with EEXIST.
+// the kernel would). UFFDIO_ZEROPAGE tells the two apart with EEXIST. The page is locked around
+// it, so a host->device batch cannot publish and zap it in between (a zero page mapped after
+// that zap would shadow the device copy).
 void serve_host_page(Runtime &rt, Range &r, size_t page) {
-  size_t done = 0;
-  int rc = rt.uffd.zeropage(r.addr(page), kPageSize, false, &done);
-  if (rc) rt.uffd.wake(r.addr(page), kPageSize);  // mapped already, or retry later (EAGAIN)
+  Entry &e = r.entries[page];
+  uint64_t old = 0;
+  if (entry_try_lock(e, &old)) {
+    if (entry::loc(old) == Loc::HOST) {
+      size_t done = 0;
+      rt.uffd.zeropage(r.addr(page), kPageSize, true, &done);
+    }
+    entry_unlock(e);
+  }
+  // Mapped now, or another owner holds the page and will settle it: the thread retries.
+  rt.uffd.wake(r.addr(page), kPageSize);
 }
 
 void serve_group(Runtime &rt, Group &g) {
@@ -91,8 +101,12 @@ void serve_wp(Runtime &rt, Range &r, size_t page) {
   // Locked and already published to the device: finalize zaps, unlocks and wakes.
 }
 
-void serve_unmap(Runtime &rt, uintptr_t lo, uintptr_t hi) {
+// `before`: the range table's seq when the fault service woke up. A range created later was
+// mmap()ed after this munmap returned (the munmap waits for its event to be read), so it may
+// sit in the unmapped hole and must not be touched.
+void serve_unmap(Runtime &rt, uintptr_t lo, uintptr_t hi, uint64_t before) {
   for (const RangePtr &r : rt.ranges.overlapping(lo, hi)) {
+    if (r->seq > before) continue;
     uintptr_t a = std::max(lo, r->start), b = std::min(hi, r->start + r->map_bytes);
     size_t p0 = r->page_of(a), p1 = r->page_of(b + kPageSize - 1);
     for (size_t p = p0; p < p1 && p < r->npages; ++p) entry_mark_gone(r->entries[p]);
@@ -143,6 +157,7 @@ void FaultService::loop() {
       return;
     }
     if (pfd[1].revents) return;
+    const uint64_t seq_before = rt.ranges.seq();
     ssize_t got = read(rt.uffd.fd(), msgs, sizeof msgs);
     if (got < 0) {
       if (errno == EAGAIN || errno == EINTR) continue;
@@ -154,7 +169,7 @@ void FaultService::loop() {
     for (size_t k = 0; k < nmsg; ++k) {
       const uffd_msg &m = msgs[k];
       if (m.event == UFFD_EVENT_UNMAP) {
-        serve_unmap(rt, m.arg.remove.start, m.arg.remove.end);
+        serve_unmap(rt, m.arg.remove.start, m.arg.remove.end, seq_before);
         continue;
       }
       if (m.event != UFFD_EVENT_PAGEFAULT) continue;

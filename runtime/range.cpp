@@ -1,13 +1,44 @@
 // range.cpp — the range table: ordered by start address, read-locked on the fault path.
 #include "range.h"
 
+#include <algorithm>
 #include <mutex>
 
 namespace umrt::rt {
 
-void RangeTable::insert(RangePtr r) {
+std::vector<RangePtr> RangeTable::insert(RangePtr r) {
+  // The kernel just gave r's addresses to umrt, so any range still listed over them was
+  // munmap()ed by the user and its UNMAP event is not processed yet: those pages are GONE, and
+  // a range left with nothing mapped leaves the table (returned, for the caller to retire).
+  std::vector<RangePtr> displaced;
+  const uintptr_t lo = r->start, hi = r->start + r->map_bytes;
   std::unique_lock g(mu_);
+  auto it = map_.upper_bound(lo);
+  if (it != map_.begin()) --it;
+  while (it != map_.end() && it->first < hi) {
+    Range &o = *it->second;
+    if (o.start + o.map_bytes <= lo) {
+      ++it;
+      continue;
+    }
+    size_t p0 = o.page_of(std::max(lo, o.start));
+    size_t p1 = std::min(o.npages, o.page_of(std::min(hi, o.start + o.map_bytes) - 1) + 1);
+    for (size_t p = p0; p < p1; ++p) entry_mark_gone(o.entries[p]);
+    bool all_gone = true;
+    for (size_t p = 0; p < o.npages && all_gone; ++p)
+      all_gone = o.entries[p].load(std::memory_order_acquire) & entry::GONE;
+    if (all_gone) {
+      o.user_unmapped.store(true);
+      o.dead.store(true, std::memory_order_release);
+      displaced.push_back(std::move(it->second));
+      it = map_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  r->seq = ++seq_;
   map_.emplace(r->start, std::move(r));
+  return displaced;
 }
 
 RangePtr RangeTable::remove_exact(uintptr_t start) {
@@ -32,11 +63,17 @@ bool RangeTable::remove(const Range *r) {
 RangeRef RangeTable::acquire(uintptr_t addr) const {
   std::shared_lock g(mu_);
   auto it = map_.upper_bound(addr);
-  if (it == map_.begin()) return {};
-  --it;
-  if (!it->second->contains(addr)) return {};
-  it->second->inflight.fetch_add(1, std::memory_order_acq_rel);
-  return RangeRef(it->second);
+  // Normally the range just below addr. A range whose page at addr is GONE (a user munmap left
+  // a hole that a newer range now fills) yields to the one below it that maps addr.
+  for (int tries = 0; it != map_.begin() && tries < 8; ++tries) {
+    --it;
+    Range &r = *it->second;
+    if (!r.contains(addr)) continue;
+    if (r.entries[r.page_of(addr)].load(std::memory_order_acquire) & entry::GONE) continue;
+    r.inflight.fetch_add(1, std::memory_order_acq_rel);
+    return RangeRef(it->second);
+  }
+  return {};
 }
 
 RangePtr RangeTable::find_exact(uintptr_t start) const {
@@ -61,6 +98,11 @@ std::vector<RangePtr> RangeTable::overlapping(uintptr_t lo, uintptr_t hi) const 
   for (; it != map_.end() && it->first < hi; ++it)
     if (it->second->start + it->second->map_bytes > lo) v.push_back(it->second);
   return v;
+}
+
+uint64_t RangeTable::seq() const {
+  std::shared_lock g(mu_);
+  return seq_;
 }
 
 size_t RangeTable::size() const {

@@ -39,6 +39,7 @@ struct Range : std::enable_shared_from_this<Range> {
   size_t pack_first = 0;                    // first page slot in the pack
   char *dev_base = nullptr;                 // device address of page 0
 
+  uint64_t seq = 0;                         // insertion order (RangeTable::seq)
   std::atomic<int> inflight{0};
   std::atomic<bool> dead{false};            // removed from the table (umrt_free / user munmap)
   std::atomic<bool> user_unmapped{false};   // the user munmap()ed all of it
@@ -99,12 +100,13 @@ class RangeRef {
 
 class RangeTable {
  public:
-  void insert(RangePtr r);
+  // Insert r; returns ranges it displaced (stale: munmap()ed by the user, event not yet seen).
+  std::vector<RangePtr> insert(RangePtr r);
   // Remove the range starting exactly at start; nullptr if none.
   RangePtr remove_exact(uintptr_t start);
   // Remove the range r if it is still in the table.
   bool remove(const Range *r);
-  // The range containing addr with its inflight count taken (empty if none).
+  // The range mapping addr (its page there not GONE) with its inflight count taken.
   RangeRef acquire(uintptr_t addr) const;
   // The range starting exactly at start (no inflight taken).
   RangePtr find_exact(uintptr_t start) const;
@@ -112,10 +114,13 @@ class RangeTable {
   // Ranges overlapping [lo, hi).
   std::vector<RangePtr> overlapping(uintptr_t lo, uintptr_t hi) const;
   size_t size() const;
+  // Ranges inserted so far. A range with seq > this value was created after the call.
+  uint64_t seq() const;
 
  private:
   mutable std::shared_mutex mu_;
   std::map<uintptr_t, RangePtr> map_;  // start -> range
+  uint64_t seq_ = 0;
 };
 
 }  // namespace umrt::rt
