@@ -265,6 +265,46 @@ class StressRoomy : public Stress {
 };
 TEST_F(StressRoomy, RandomOpsAgainstShadow) { random_ops_against_shadow(3, false); }
 
+// Three threads, each round-tripping its own small (packed) allocations: CPU fill, prefetch to the
+// device, CPU read back. No page is shared between threads, so every read must see its own data.
+TEST_F(Stress, SmallAllocationsRoundTrip) {
+  constexpr int kThreads = 3, kIters = 300;
+  const size_t size = 40000;  // 10 pages: packed
+  std::atomic<uint64_t> bad{0};
+  std::mutex mu;
+  std::string first;
+  std::vector<std::thread> ts;
+  for (int t = 0; t < kThreads; ++t)
+    ts.emplace_back([&, t] {
+      std::vector<void *> keep;
+      for (int i = 0; i < kIters; ++i) {
+        void *p = nullptr;
+        if (umrt_malloc(&p, size) != UMRT_SUCCESS) {
+          ++bad;
+          break;
+        }
+        keep.push_back(p);
+        uint64_t seed = uint64_t(t) * 100000 + i;
+        fill_pattern(p, size, seed);
+        umrt_status s = umrt_prefetch(p, size, UMRT_LOCATION_DEVICE, nullptr);
+        auto ok = check_pattern(p, size, seed);
+        if (s != UMRT_SUCCESS || !ok) {
+          umrt_location l = UMRT_LOCATION_HOST;
+          umrt_page_location(p, &l);
+          std::lock_guard<std::mutex> lk(mu);
+          if (bad++ == 0)
+            first = "thread " + std::to_string(t) + " iteration " + std::to_string(i) + ": prefetch " +
+                    str(s) + ", read back: " + ok.message() + " (page 0 now " +
+                    (l == UMRT_LOCATION_DEVICE ? "DEVICE" : "HOST") + ")";
+        }
+      }
+      for (void *p : keep) umrt_free(p);
+    });
+  for (auto &th : ts) th.join();
+  EXPECT_EQ(bad.load(), 0u) << first;
+  EXPECT_EQ(umrt_validate(), UMRT_SUCCESS) << last_error();
+}
+
 // Many threads allocating, prefetching and freeing small and large allocations concurrently while
 // others fault: the range table and device memory stay consistent.
 TEST_F(Stress, ConcurrentAllocFree) {
@@ -294,7 +334,14 @@ TEST_F(Stress, ConcurrentAllocFree) {
         if (umrt_prefetch(p, size, UMRT_LOCATION_DEVICE, nullptr) != UMRT_SUCCESS)
           note(std::string("prefetch: ") + last_error());
         if ((x >> 40) & 1) {
-          if (!check_pattern(p, size, seed)) note("data wrong after faulting back");
+          auto ok = check_pattern(p, size, seed);
+          if (!ok) {
+            umrt_location l = UMRT_LOCATION_HOST;
+            umrt_page_location(p, &l);
+            note("thread " + std::to_string(t) + " iteration " + std::to_string(i) + ", " +
+                 std::to_string(size) + "-byte allocation: data wrong after faulting back: " +
+                 ok.message() + " (page 0 now " + (l == UMRT_LOCATION_DEVICE ? "DEVICE" : "HOST") + ")");
+          }
         } else {
           void *d = nullptr;
           if (umrt_device_pointer(p, &d) != UMRT_SUCCESS) note("device pointer");
