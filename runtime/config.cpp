@@ -82,7 +82,7 @@ umrt_status resolve_config(umrt_config *c) {
   struct U32 { uint32_t *field; const char *env; uint32_t def; uint32_t lo, hi; };
   const U32 u32s[] = {
       {&c->copy_threads, "UMRT_COPY_THREADS", 2, 1, 64},
-      {&c->prefetch_min_pages, "UMRT_PREFETCH_MIN", 16, 1, 512},
+      {&c->prefetch_min_pages, "UMRT_PREFETCH_MIN", 4, 1, 512},
       {&c->prefetch_max_pages, "UMRT_PREFETCH_MAX", 512, 1, 512},
       {&c->sim_latency_us, "UMRT_SIM_LATENCY_US", 0, 0, 10'000'000},
   };

@@ -446,7 +446,7 @@ TEST(ApiInit, ConfigDefaults) {
   EXPECT_EQ(cfg.backend, UMRT_BACKEND_AUTO);
   EXPECT_EQ(cfg.log_level, UMRT_LOG_WARN);
   EXPECT_EQ(cfg.copy_threads, 2u);
-  EXPECT_EQ(cfg.prefetch_min_pages, 16u);
+  EXPECT_EQ(cfg.prefetch_min_pages, 4u);  // docs/design.md: fault prefetch window
   EXPECT_EQ(cfg.prefetch_max_pages, 512u);
   EXPECT_EQ(cfg.write_fault, UMRT_WRITE_FAULT_CANCEL);
   EXPECT_EQ(cfg.sim_bandwidth_gbps, 0.0);

@@ -59,7 +59,7 @@ typedef struct umrt_config {
   uint64_t device_memory;             /* bytes; UMRT_DEVICE_MEMORY (K/M/G suffixes); sim: 4G   */
   umrt_log_level log_level;           /* UMRT_LOG=error|warn|info|debug                        */
   uint32_t copy_threads;              /* copy engines; UMRT_COPY_THREADS; default 2            */
-  uint32_t prefetch_min_pages;        /* fault prefetch window start; UMRT_PREFETCH_MIN; 16    */
+  uint32_t prefetch_min_pages;        /* fault prefetch window start; UMRT_PREFETCH_MIN; 4     */
   uint32_t prefetch_max_pages;        /* window cap (<= 512); UMRT_PREFETCH_MAX; 512           */
   umrt_write_fault_policy write_fault;/* UMRT_WRITE_FAULT=cancel|wait                          */
   double sim_bandwidth_gbps;          /* sim copy bandwidth limit per engine; UMRT_SIM_BANDWIDTH
