@@ -43,6 +43,21 @@ struct Batch {
   }
 };
 
+// Call fn(i, j) for each maximal run [i, j) of batch slots where pred(slot) holds.
+template <typename Pred, typename Fn>
+void for_runs(size_t n, Pred pred, Fn fn) {
+  for (size_t i = 0; i < n;) {
+    if (!pred(i)) {
+      ++i;
+      continue;
+    }
+    size_t j = i;
+    while (j < n && pred(j)) ++j;
+    fn(i, j);
+    i = j;
+  }
+}
+
 // The steps. Each returns nothing: failures clear MIGRATE for the pages concerned and record
 // batch.error; finalize always runs and leaves every held page published or restored.
 void collect(Batch &b);

@@ -19,20 +19,6 @@
 namespace umrt::rt {
 namespace {
 
-template <typename Pred, typename Fn>
-void for_runs(const Batch &b, Pred pred, Fn fn) {
-  for (size_t i = 0; i < b.n;) {
-    if (!pred(i)) {
-      ++i;
-      continue;
-    }
-    size_t j = i;
-    while (j < b.n && pred(j)) ++j;
-    fn(i, j);
-    i = j;
-  }
-}
-
 constexpr uint64_t kBatchFlags = entry::MIGRATE | entry::WRITE;
 
 void finalize_to_device(Batch &b) {
@@ -49,13 +35,13 @@ void finalize_to_device(Batch &b) {
     }
   }
   // Release the host copies of the published pages.
-  for_runs(b, [&](size_t i) { return published[i] && entry::loc(b.src[i]) == Loc::HOST; },
+  for_runs(b.n, [&](size_t i) { return published[i] && entry::loc(b.src[i]) == Loc::HOST; },
            [&](size_t i, size_t j) {
              if (madvise(b.r->addr(b.first + i), (j - i) * kPageSize, MADV_DONTNEED) != 0)
                log(Level::error, "MADV_DONTNEED at %p failed: %d", b.r->addr(b.first + i), -errno);
            });
   // Restore: lift the write-protect of host pages that stay (wakes blocked writers).
-  for_runs(b,
+  for_runs(b.n,
            [&](size_t i) {
              return (b.src[i] & entry::LOCKED) && !published[i] && entry::loc(b.src[i]) == Loc::HOST;
            },

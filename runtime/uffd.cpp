@@ -106,21 +106,22 @@ int Uffd::unregister_range(void *addr, size_t len) {
   return ioctl(fd_, UFFDIO_UNREGISTER, &r) < 0 ? -errno : 0;
 }
 
-int Uffd::copy(void *dst, const void *src, size_t len, bool dontwake, size_t *done) {
+namespace {
+// COPY and ZEROPAGE may stop part way (a pending event, a page already mapped) and report the
+// bytes they did: go on from there after EAGAIN, stop on any other error. `once(offset)` issues
+// one ioctl from that offset and returns 0 or errno, with the progress in *did.
+template <typename Once>
+int fill_loop(size_t len, size_t *done, Once once) {
   size_t total = 0;
   int rc = 0;
   while (total < len) {
-    uffdio_copy c{};
-    c.dst = reinterpret_cast<uintptr_t>(dst) + total;
-    c.src = reinterpret_cast<uintptr_t>(src) + total;
-    c.len = len - total;
-    c.mode = dontwake ? UFFDIO_COPY_MODE_DONTWAKE : 0;
-    if (ioctl(fd_, UFFDIO_COPY, &c) == 0) {
+    int64_t did = 0;
+    int err = once(total, &did);
+    if (err == 0) {
       total = len;
       break;
     }
-    int err = errno;
-    if (c.copy > 0) total += static_cast<size_t>(c.copy);
+    if (did > 0) total += static_cast<size_t>(did);
     if (err == EAGAIN && retry_eagain()) continue;
     rc = -err;
     break;
@@ -128,27 +129,31 @@ int Uffd::copy(void *dst, const void *src, size_t len, bool dontwake, size_t *do
   if (done) *done = total;
   return rc;
 }
+}  // namespace
+
+int Uffd::copy(void *dst, const void *src, size_t len, bool dontwake, size_t *done) {
+  return fill_loop(len, done, [&](size_t off, int64_t *did) {
+    uffdio_copy c{};
+    c.dst = reinterpret_cast<uintptr_t>(dst) + off;
+    c.src = reinterpret_cast<uintptr_t>(src) + off;
+    c.len = len - off;
+    c.mode = dontwake ? UFFDIO_COPY_MODE_DONTWAKE : 0;
+    int err = ioctl(fd_, UFFDIO_COPY, &c) == 0 ? 0 : errno;
+    *did = c.copy;
+    return err;
+  });
+}
 
 int Uffd::zeropage(void *dst, size_t len, bool dontwake, size_t *done) {
-  size_t total = 0;
-  int rc = 0;
-  while (total < len) {
+  return fill_loop(len, done, [&](size_t off, int64_t *did) {
     uffdio_zeropage z{};
-    z.range.start = reinterpret_cast<uintptr_t>(dst) + total;
-    z.range.len = len - total;
+    z.range.start = reinterpret_cast<uintptr_t>(dst) + off;
+    z.range.len = len - off;
     z.mode = dontwake ? UFFDIO_ZEROPAGE_MODE_DONTWAKE : 0;
-    if (ioctl(fd_, UFFDIO_ZEROPAGE, &z) == 0) {
-      total = len;
-      break;
-    }
-    int err = errno;
-    if (z.zeropage > 0) total += static_cast<size_t>(z.zeropage);
-    if (err == EAGAIN && retry_eagain()) continue;
-    rc = -err;
-    break;
-  }
-  if (done) *done = total;
-  return rc;
+    int err = ioctl(fd_, UFFDIO_ZEROPAGE, &z) == 0 ? 0 : errno;
+    *did = z.zeropage;
+    return err;
+  });
 }
 
 int Uffd::write_protect(void *addr, size_t len, bool wp, bool dontwake) {

@@ -20,21 +20,14 @@ void unmap(Batch &b) {
   auto is_host_sel = [&](size_t i) {
     return (b.src[i] & entry::MIGRATE) && entry::loc(b.src[i]) == Loc::HOST;
   };
-  for (size_t i = 0; i < b.n;) {
-    if (!is_host_sel(i)) {
-      ++i;
-      continue;
-    }
-    size_t j = i;
-    while (j < b.n && is_host_sel(j)) ++j;
+  for_runs(b.n, is_host_sel, [&](size_t i, size_t j) {
     int rc = b.rt->uffd.write_protect(b.r->addr(b.first + i), (j - i) * kPageSize, true);
     if (rc) {
       log(Level::warn, "write-protect of %zu pages at %p failed: %d", j - i, b.r->addr(b.first + i), rc);
       for (size_t k = i; k < j; ++k) b.src[k] &= ~entry::MIGRATE;
       b.fail(rc);
     }
-    i = j;
-  }
+  });
 }
 
 }  // namespace umrt::rt
