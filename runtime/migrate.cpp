@@ -27,6 +27,13 @@ int run_batch(Runtime &rt, Range &r, size_t first, size_t n, Dir dir, Why why, b
     unmap(b);
     copy(b);
     finalize(b);
+#if UMRT_DEBUG_CHECKS
+    for (size_t i = 0; i < n; ++i) {
+      const char *why = nullptr;
+      UMRT_CHECK(entry_valid(r.entries[first + i].load(std::memory_order_acquire), &why), why);
+      UMRT_CHECK(!(b.dst[i] & entry::MIGRATE) || (b.src[i] & entry::MIGRATE), "dst MIGRATE without src MIGRATE");
+    }
+#endif
     rt.stats.add(rt.stats.batches, 1);
     if (dir == Dir::to_device && b.published) rt.devmem.touch(db);
   }
