@@ -5,6 +5,7 @@
 #include <sys/mman.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 
@@ -39,6 +40,19 @@ umrt_status Runtime::start(const umrt_config &c) {
   if (!backend)
     return set_error(UMRT_ERROR_NO_DEVICE, "sim backend: arena of %llu bytes: %s",
                      static_cast<unsigned long long>(cap), strerror(-rc));
+  // Test hooks for programs that cannot call umrt_inject_failure: fail the nth allocation / copy.
+  struct Hook { const char *env; InjectKind kind; } hooks[] = {
+      {"UMRT_SIM_FAIL_ALLOC", InjectKind::alloc}, {"UMRT_SIM_FAIL_COPY", InjectKind::copy}};
+  for (const Hook &h : hooks) {
+    const char *v = std::getenv(h.env);
+    if (!v || !*v) continue;
+    uint64_t nth = 0;
+    if (!parse_bytes(v, &nth) || nth == 0)
+      return set_error(UMRT_ERROR_INVALID_VALUE, "%s=\"%s\" is not valid: expected a count >= 1", h.env, v);
+    backend->inject(h.kind, nth, 1);
+    log(Level::warn, "%s=%llu: that operation will fail (fault injection)", h.env,
+        static_cast<unsigned long long>(nth));
+  }
   devmem.init(backend.get(), &evict_pages, this);
   rc = faults.start(this);
   if (rc) return set_error(UMRT_ERROR_NOT_SUPPORTED, "fault service: %s", strerror(-rc));
