@@ -299,6 +299,11 @@ umrt_status umrt_get_stats(umrt_stats *out) {
   o.write_cancels = ld(s.write_cancels);
   o.device_bytes_in_use = rt.devmem.bytes_in_use();
   o.device_capacity = rt.devmem.capacity();
+  o.pages_selected = ld(s.pages_selected);
+  o.ns_collect = ld(s.ns_collect);
+  o.ns_unmap = ld(s.ns_unmap);
+  o.ns_copy = ld(s.ns_copy);
+  o.ns_finalize = ld(s.ns_finalize);
   *out = o;
   return UMRT_SUCCESS;
 }

@@ -2,11 +2,41 @@
 // finalize), spans split block by block, pages held by other owners retried, and the eviction
 // callback DevMem uses to push a victim block back to host.
 #include <cerrno>
+#include <cstdio>
 #include <thread>
 
 #include "batch.h"
 
 namespace umrt::rt {
+
+namespace {
+const char *why_name(Why w) {
+  switch (w) {
+    case Why::prefetch: return "prefetch";
+    case Why::fault: return "fault";
+    case Why::fault_write: return "fault_write";
+    case Why::evict: return "evict";
+    case Why::shutdown: return "shutdown";
+  }
+  return "?";
+}
+
+void trace_batch(Runtime &rt, const Batch &b, uint64_t t0, uint64_t t1, uint64_t t2, uint64_t t3,
+                 uint64_t t4) {
+  char args[256];
+  std::snprintf(args, sizeof args,
+                "\"range\":\"%#lx\",\"first_page\":%zu,\"pages\":%zu,\"selected\":%u,"
+                "\"published\":%u,\"restored\":%u,\"skipped_locked\":%u,\"why\":\"%s\",\"error\":%d",
+                static_cast<unsigned long>(b.r->start), b.first, b.n, b.held, b.published, b.restored,
+                b.skipped_locked, why_name(b.why), b.error);
+  const char *cat = b.dir == Dir::to_device ? "to_device" : "to_host";
+  rt.trace.event(b.dir == Dir::to_device ? "batch to device" : "batch to host", cat, t0, t4 - t0, args);
+  rt.trace.event("collect", cat, t0, t1 - t0, "");
+  rt.trace.event("unmap", cat, t1, t2 - t1, "");
+  rt.trace.event("copy", cat, t2, t3 - t2, "");
+  rt.trace.event("finalize", cat, t3, t4 - t3, "");
+}
+}  // namespace
 
 int run_batch(Runtime &rt, Range &r, size_t first, size_t n, Dir dir, Why why, bool block_held,
               uint32_t *skipped) {
@@ -22,11 +52,22 @@ int run_batch(Runtime &rt, Range &r, size_t first, size_t n, Dir dir, Why why, b
   b.n = n;
   b.dir = dir;
   b.why = why;
+  const uint64_t t0 = now_ns();
   collect(b);
+  const uint64_t t1 = now_ns();
   if (b.held) {
     unmap(b);
+    const uint64_t t2 = now_ns();
     copy(b);
+    const uint64_t t3 = now_ns();
     finalize(b);
+    const uint64_t t4 = now_ns();
+    rt.stats.add(rt.stats.pages_selected, b.held);
+    rt.stats.add(rt.stats.ns_collect, t1 - t0);
+    rt.stats.add(rt.stats.ns_unmap, t2 - t1);
+    rt.stats.add(rt.stats.ns_copy, t3 - t2);
+    rt.stats.add(rt.stats.ns_finalize, t4 - t3);
+    if (rt.trace.on()) trace_batch(rt, b, t0, t1, t2, t3, t4);
 #if UMRT_DEBUG_CHECKS
     for (size_t i = 0; i < n; ++i) {
       const char *why = nullptr;

@@ -53,6 +53,11 @@ umrt_status Runtime::start(const umrt_config &c) {
     log(Level::warn, "%s=%llu: that operation will fail (fault injection)", h.env,
         static_cast<unsigned long long>(nth));
   }
+  if (const char *path = std::getenv("UMRT_TRACE"); path && *path) {
+    if (int trc = trace.open(path))
+      return set_error(UMRT_ERROR_INVALID_VALUE, "UMRT_TRACE=%s: cannot write: %s", path, strerror(-trc));
+    log(Level::info, "tracing batches to %s (Chrome trace JSON)", path);
+  }
   devmem.init(backend.get(), &evict_pages, this);
   rc = faults.start(this);
   if (rc) return set_error(UMRT_ERROR_NOT_SUPPORTED, "fault service: %s", strerror(-rc));
@@ -116,6 +121,7 @@ std::vector<RangePtr> Runtime::stop() {
   devmem.shutdown();
   backend.reset();
   uffd.close();
+  trace.close();
   return left;
 }
 

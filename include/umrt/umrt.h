@@ -84,6 +84,11 @@ typedef struct umrt_stats {
   uint64_t write_cancels;     /* ... of which cancelled that page's migration                  */
   uint64_t device_bytes_in_use;  /* device memory held by chunks now                          */
   uint64_t device_capacity;   /* device memory capacity                                        */
+  uint64_t pages_selected;    /* pages batches locked to move (/ batches = pages per batch)    */
+  uint64_t ns_collect;        /* time spent in each protocol step, summed over all batches     */
+  uint64_t ns_unmap;
+  uint64_t ns_copy;
+  uint64_t ns_finalize;
 } umrt_stats;
 
 /* Fault injection (sim backend only; other backends answer UMRT_ERROR_NOT_SUPPORTED). */
