@@ -4,7 +4,7 @@
 # Used by run-sample.sh and test.sh; UMRT_SKIP_DEPS=1 skips it.
 set -euo pipefail
 
-packages=(build-essential cmake liburing-dev libgtest-dev googletest)
+packages=(build-essential cmake liburing-dev libgtest-dev googletest libcli11-dev nlohmann-json3-dev)
 
 if [[ "${UMRT_SKIP_DEPS:-0}" == 1 ]]; then
   echo "deps: skipped (UMRT_SKIP_DEPS=1)"
@@ -16,7 +16,7 @@ if ! command -v dpkg-query >/dev/null 2>&1; then
   for tool in cmake c++ make; do
     if ! command -v "$tool" >/dev/null 2>&1; then
       echo "deps: '$tool' not found and this is not a Debian-like system; install:" \
-           "a C/C++ toolchain, CMake >= 3.22, liburing and GoogleTest" >&2
+           "a C/C++ toolchain, CMake >= 3.22, liburing and GoogleTest (optional for umrt-bench: CLI11, nlohmann-json)" >&2
       exit 1
     fi
   done

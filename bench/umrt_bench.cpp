@@ -1,0 +1,981 @@
+// umrt_bench.cpp — umrt-bench: migration throughput and latency of umrt, side by side with the
+// limit (memcpy) and the peers (the kernel's anonymous fault path, a bare userfaultfd handler),
+// in one process run, as ratios. Scenarios by name:
+//
+//   umrt-bench prefetch|fault-seq|fault-rand|fault-latency|oversub|batch-sweep|all [options]
+//
+// Every figure is measured `--warmup` times (discarded) then `--reps` times: median, min and max
+// are reported. Progress goes to stderr, results to stdout, and with `--json FILE` every figure
+// with the machine, backend, sizes, thread counts and window sizes to FILE
+// (scripts/plot_bench.py draws it). The issue-4 targets are printed as PASS/MISS lines at the end.
+//
+// Only the sim side exists: the baselines below are the sim ones (the "device" is host memory).
+// TODO(cuda): on the cuda backend the limit is raw cudaMemcpyAsync between pinned host memory and
+// cudaMalloc memory, and the peer is cudaMallocManaged (+ cudaMemPrefetchAsync; pages on the GPU
+// read by the CPU for the fault scenarios; with and without prefetch for oversub); the oversub
+// triad becomes a kernel (kernels/). Hooks are marked TODO(cuda) where they go.
+#include <umrt/umrt.h>
+
+#include <dirent.h>
+#include <sched.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "baselines.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using json = nlohmann::ordered_json;
+using bench::kBlock;
+using bench::kPage;
+
+double secs(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+[[noreturn]] void die(const std::string &msg) {
+  std::fprintf(stderr, "umrt-bench: %s\n", msg.c_str());
+  std::exit(2);
+}
+
+void check(umrt_status s, const char *what) {
+  if (s != UMRT_SUCCESS) die(std::string(what) + ": " + umrt_status_string(s) + ": " + umrt_last_error());
+}
+
+// ---- options ---------------------------------------------------------------------------------
+
+struct Options {
+  std::string scenario = "all";
+  std::optional<size_t> size;  // overrides every scenario's default size
+  std::vector<unsigned> threads{1, 2};
+  unsigned reps = 5;
+  unsigned warmup = 1;
+  std::string json_file;
+  size_t device_memory = 256u << 20;  // oversub
+  double latency_threshold_us = 1.0;
+  unsigned seed = 42;
+};
+Options opt;
+
+size_t parse_size(const std::string &s) {
+  char *end = nullptr;
+  double v = std::strtod(s.c_str(), &end);
+  if (end == s.c_str() || v <= 0) throw CLI::ValidationError("size", "bad size '" + s + "'");
+  std::string suf(end);
+  double mul = 1;
+  if (suf == "K" || suf == "k" || suf == "KiB") mul = 1024.0;
+  else if (suf == "M" || suf == "m" || suf == "MiB") mul = 1024.0 * 1024;
+  else if (suf == "G" || suf == "g" || suf == "GiB") mul = 1024.0 * 1024 * 1024;
+  else if (!suf.empty()) throw CLI::ValidationError("size", "bad suffix in '" + s + "' (K, M, G)");
+  auto bytes = static_cast<size_t>(v * mul);
+  return std::max(kPage, bytes / kPage * kPage);
+}
+
+std::string human(size_t b) {
+  char buf[32];
+  if (b >= (1u << 30) && b % (1u << 30) == 0) std::snprintf(buf, sizeof buf, "%zuG", b >> 30);
+  else if (b >= (1u << 20) && b % (1u << 20) == 0) std::snprintf(buf, sizeof buf, "%zuM", b >> 20);
+  else if (b >= 1024 && b % 1024 == 0) std::snprintf(buf, sizeof buf, "%zuK", b >> 10);
+  else std::snprintf(buf, sizeof buf, "%zu", b);
+  return buf;
+}
+
+size_t size_for(size_t dflt) { return opt.size ? *opt.size : dflt; }
+
+// ---- statistics ------------------------------------------------------------------------------
+
+struct Summary {
+  double median = 0, min = 0, max = 0;
+  std::vector<double> samples;
+};
+
+Summary summarize(std::vector<double> v) {
+  Summary s;
+  s.samples = v;
+  if (v.empty()) return s;
+  std::sort(v.begin(), v.end());
+  s.min = v.front();
+  s.max = v.back();
+  size_t n = v.size();
+  s.median = n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+  return s;
+}
+
+json to_json(const Summary &s) {
+  return json{{"median", s.median}, {"min", s.min}, {"max", s.max}, {"samples", s.samples}};
+}
+
+double pct(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  size_t i = std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())));
+  return v[i];
+}
+
+json latency_json(const std::vector<double> &lat_us) {
+  return json{{"count", lat_us.size()},
+              {"p50_us", pct(lat_us, 0.5)},
+              {"p99_us", pct(lat_us, 0.99)},
+              {"max_us", lat_us.empty() ? 0.0 : *std::max_element(lat_us.begin(), lat_us.end())}};
+}
+
+std::string fmt_summary(const Summary &s, const char *unit) {
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "%7.2f %s [%.2f..%.2f]", s.median, unit, s.min, s.max);
+  return buf;
+}
+
+// Runs `fn(rep)` warmup + reps times, returns the values of the measured reps; rep 0 is the first.
+std::vector<double> repeat(const char *tag, const std::function<double(unsigned)> &fn,
+                           double *first = nullptr) {
+  std::vector<double> v;
+  for (unsigned r = 0; r < opt.warmup + opt.reps; ++r) {
+    double x = fn(r);
+    if (r == 0 && first) *first = x;
+    if (r >= opt.warmup) v.push_back(x);
+    std::fprintf(stderr, "  [%s] rep %u/%u%s: %.3f\n", tag, r + 1, opt.warmup + opt.reps,
+                 r < opt.warmup ? " (warm-up)" : "", x);
+  }
+  return v;
+}
+
+// ---- umrt setup ------------------------------------------------------------------------------
+
+umrt_config base_config() {
+  umrt_config c{};
+  check(umrt_config_defaults(&c), "umrt_config_defaults");
+  return c;
+}
+
+void restart(const umrt_config &c) {
+  umrt_shutdown();
+  check(umrt_init(&c), "umrt_init");
+  const char *b = umrt_backend_name();
+  if (!b) die("umrt_backend_name failed");
+  if (std::string(b) != "sim")
+    // TODO(cuda): the cuda limits and peers (see the banner) go here; until they exist the
+    // numbers below compare a real device against host-memory baselines.
+    std::fprintf(stderr, "umrt-bench: backend '%s': only the sim baselines exist yet\n", b);
+}
+
+umrt_stats stats() {
+  umrt_stats s{};
+  check(umrt_get_stats(&s), "umrt_get_stats");
+  return s;
+}
+
+char *managed(size_t bytes) {
+  void *p = nullptr;
+  check(umrt_malloc(&p, bytes), "umrt_malloc");
+  return static_cast<char *>(p);
+}
+
+// A populated plain buffer (MADV_NOHUGEPAGE so nothing differs from the managed side by THP).
+struct Plain {
+  char *p = nullptr;
+  size_t n = 0;
+  explicit Plain(size_t bytes, int fill = -1) : n(bytes) {
+    void *m = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) die("mmap: " + std::string(std::strerror(errno)));
+    p = static_cast<char *>(m);
+    if (fill >= 0) std::memset(p, fill, bytes);
+  }
+  ~Plain() { munmap(p, n); }
+  Plain(const Plain &) = delete;
+  Plain &operator=(const Plain &) = delete;
+};
+
+// Pins every thread of the process (umrt's fault service and copy engines included) to the first
+// CPU the calling thread may use; `saved` gets the caller's mask for unpin_all_threads.
+void set_all_threads(const cpu_set_t &set) {
+  DIR *d = opendir("/proc/self/task");
+  if (!d) return;
+  while (dirent *e = readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    sched_setaffinity(static_cast<pid_t>(std::atol(e->d_name)), sizeof set, &set);
+  }
+  closedir(d);
+}
+void pin_all_threads(cpu_set_t &saved) {
+  CPU_ZERO(&saved);
+  sched_getaffinity(0, sizeof saved, &saved);
+  int first = 0;
+  while (first < CPU_SETSIZE && !CPU_ISSET(first, &saved)) ++first;
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(first, &one);
+  set_all_threads(one);
+}
+void unpin_all_threads(const cpu_set_t &saved) { set_all_threads(saved); }
+
+long minflt() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_minflt;
+}
+
+// ---- access loops ----------------------------------------------------------------------------
+
+// The pages each thread touches, in order: sequential = a contiguous slice per thread; random =
+// a random permutation of the pages of the thread's slice.
+std::vector<std::vector<size_t>> page_orders(size_t pages, unsigned threads, bool random) {
+  std::vector<std::vector<size_t>> o(threads);
+  std::mt19937_64 rng(opt.seed);
+  for (unsigned t = 0; t < threads; ++t) {
+    size_t lo = t * pages / threads, hi = (t + 1) * pages / threads;
+    for (size_t i = lo; i < hi; ++i) o[t].push_back(i);
+    if (random) std::shuffle(o[t].begin(), o[t].end(), rng);
+  }
+  return o;
+}
+
+struct AccessResult {
+  double seconds = 0;
+  std::vector<double> lat_us;  // every access, all threads
+  uint64_t sum = 0;
+};
+
+// Threads touch one byte per page of `base` in the given orders (read, or write when `write`),
+// each access timed. Threads start together; seconds = from the start signal to the last join.
+AccessResult touch(char *base, const std::vector<std::vector<size_t>> &orders, bool write) {
+  const size_t n = orders.size();
+  std::vector<std::vector<double>> lat(n);
+  std::vector<uint64_t> sums(n, 0);
+  std::atomic<unsigned> ready{0};
+  std::atomic<bool> go{false};
+  std::vector<std::thread> ts;
+  for (size_t t = 0; t < n; ++t)
+    ts.emplace_back([&, t] {
+      auto &l = lat[t];
+      l.reserve(orders[t].size());
+      uint64_t s = 0;
+      ready.fetch_add(1);
+      while (!go.load(std::memory_order_acquire)) {
+      }
+      for (size_t pg : orders[t]) {
+        volatile char *a = base + pg * kPage;
+        auto t0 = Clock::now();
+        if (write) *a = 1;
+        else s += static_cast<unsigned char>(*a);
+        l.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+      }
+      sums[t] = s;
+    });
+  while (ready.load() < n) {
+  }
+  auto t0 = Clock::now();
+  go.store(true, std::memory_order_release);
+  for (auto &t : ts) t.join();
+  AccessResult r;
+  r.seconds = secs(Clock::now() - t0);
+  for (size_t t = 0; t < n; ++t) {
+    r.lat_us.insert(r.lat_us.end(), lat[t].begin(), lat[t].end());
+    r.sum += sums[t];
+  }
+  return r;
+}
+
+std::vector<double> over(const std::vector<double> &v, double thr) {
+  std::vector<double> o;
+  for (double x : v)
+    if (x > thr) o.push_back(x);
+  return o;
+}
+
+// ---- results ---------------------------------------------------------------------------------
+
+json results = json::object();
+json target_lines = json::array();
+
+struct Target {
+  std::string name, baseline;
+  double ratio, want;
+  bool at_most;  // ratio must be <= want (latency) instead of >= want
+};
+std::vector<Target> targets;
+
+void add_target(std::string name, std::string baseline, double ratio, double want, bool at_most) {
+  targets.push_back({std::move(name), std::move(baseline), ratio, want, at_most});
+}
+
+// ---- prefetch --------------------------------------------------------------------------------
+
+void scenario_prefetch() {
+  const size_t bytes = size_for(1u << 30);
+  umrt_config c = base_config();
+  c.device_memory = std::max<uint64_t>(c.device_memory, (bytes + kBlock - 1) / kBlock * kBlock + (64u << 20));
+  restart(c);
+  const unsigned engines = c.copy_threads ? c.copy_threads : 2;
+  std::fprintf(stderr, "prefetch: %s, %u copy engines\n", human(bytes).c_str(), engines);
+  char *p = managed(bytes);
+  std::memset(p, 0x5a, bytes);  // first touch on the host
+  std::vector<double> hd, dh;
+  double cold_hd = 0, cold_dh = 0;
+  uint64_t batches_hd = 0, batches_dh = 0, moved_hd = 0, moved_dh = 0;
+  for (unsigned r = 0; r < opt.warmup + opt.reps; ++r) {
+    umrt_stats a = stats();
+    auto t0 = Clock::now();
+    check(umrt_prefetch(p, bytes, UMRT_LOCATION_DEVICE, nullptr), "prefetch to device");
+    auto t1 = Clock::now();
+    umrt_stats b = stats();
+    check(umrt_prefetch(p, bytes, UMRT_LOCATION_HOST, nullptr), "prefetch to host");
+    auto t2 = Clock::now();
+    umrt_stats d = stats();
+    double g1 = static_cast<double>(bytes) / secs(t1 - t0) / 1e9;
+    double g2 = static_cast<double>(bytes) / secs(t2 - t1) / 1e9;
+    if (r == 0) cold_hd = g1, cold_dh = g2;
+    if (r >= opt.warmup) hd.push_back(g1), dh.push_back(g2);
+    batches_hd = b.batches - a.batches;
+    batches_dh = d.batches - b.batches;
+    moved_hd = b.bytes_to_device - a.bytes_to_device;
+    moved_dh = d.bytes_to_host - b.bytes_to_host;
+    std::fprintf(stderr, "  [prefetch] rep %u/%u%s: h->d %.2f GB/s, d->h %.2f GB/s\n", r + 1,
+                 opt.warmup + opt.reps, r < opt.warmup ? " (warm-up)" : "", g1, g2);
+  }
+  bool ok = p[0] == 0x5a && p[bytes - 1] == 0x5a;
+  check(umrt_free(p), "umrt_free");
+
+  // Limit: memcpy between two populated buffers, 1 thread and one per copy engine.
+  Plain src(bytes, 0x5a), dst(bytes, 0);
+  auto mc = [&](unsigned th) {
+    return repeat(th == 1 ? "memcpy 1 thread" : "memcpy N threads", [&](unsigned) {
+      auto t0 = Clock::now();
+      std::vector<std::thread> ts;
+      for (unsigned t = 0; t < th; ++t)
+        ts.emplace_back([&, t] {
+          size_t lo = t * bytes / th / kPage * kPage, hi = (t + 1) * bytes / th / kPage * kPage;
+          std::memcpy(dst.p + lo, src.p + lo, hi - lo);
+        });
+      for (auto &t : ts) t.join();
+      return static_cast<double>(bytes) / secs(Clock::now() - t0) / 1e9;
+    });
+  };
+  Summary mc1 = summarize(mc(1)), mcn = summarize(mc(engines));
+  // What a move costs beyond the copy on the host side: memcpy, then MADV_DONTNEED of the source
+  // (as umrt's finalize releases the host pages); the source is re-populated outside the timing.
+  Plain mv(bytes, 0x5a);
+  Summary mvd = summarize(repeat("memcpy + MADV_DONTNEED", [&](unsigned) {
+    std::memset(mv.p, 0x5a, bytes);
+    auto t0 = Clock::now();
+    std::memcpy(dst.p, mv.p, bytes);
+    madvise(mv.p, bytes, MADV_DONTNEED);
+    return static_cast<double>(bytes) / secs(Clock::now() - t0) / 1e9;
+  }));
+  // Floor of device->host with userfaultfd: UFFDIO_COPY of 2 MiB runs into a fresh range.
+  auto fl = [&](unsigned th) {
+    return repeat(th == 1 ? "uffd floor 1 thread" : "uffd floor N threads", [&](unsigned) {
+      std::string why;
+      double s = bench::uffd_copy_floor(src.p, bytes, th, why);
+      if (s < 0) die(why);
+      return static_cast<double>(bytes) / s / 1e9;
+    });
+  };
+  Summary fl1 = summarize(fl(1)), fln = summarize(fl(engines));
+  Summary shd = summarize(hd), sdh = summarize(dh);
+
+  std::printf("\n== prefetch (%s, %u copy engines) ==\n", human(bytes).c_str(), engines);
+  std::printf("  umrt h->d             %s   cold first rep %.2f GB/s  (%llu batches, %llu MiB copied per rep)\n",
+              fmt_summary(shd, "GB/s").c_str(), cold_hd, static_cast<unsigned long long>(batches_hd),
+              static_cast<unsigned long long>(moved_hd >> 20));
+  std::printf("  umrt d->h             %s   cold first rep %.2f GB/s  (%llu batches, %llu MiB copied per rep)\n",
+              fmt_summary(sdh, "GB/s").c_str(), cold_dh, static_cast<unsigned long long>(batches_dh),
+              static_cast<unsigned long long>(moved_dh >> 20));
+  std::printf("  memcpy 1 thread       %s   h->d ratio %.2f\n", fmt_summary(mc1, "GB/s").c_str(), shd.median / mc1.median);
+  std::printf("  memcpy %u threads      %s   h->d ratio %.2f\n", engines, fmt_summary(mcn, "GB/s").c_str(), shd.median / mcn.median);
+  std::printf("  memcpy+DONTNEED 1 thr %s   h->d ratio %.2f  (copy, then release the source pages)\n",
+              fmt_summary(mvd, "GB/s").c_str(), shd.median / mvd.median);
+  std::printf("  uffd floor 1 thread   %s   d->h ratio %.2f\n", fmt_summary(fl1, "GB/s").c_str(), sdh.median / fl1.median);
+  std::printf("  uffd floor %u threads  %s   d->h ratio %.2f\n", engines, fmt_summary(fln, "GB/s").c_str(), sdh.median / fln.median);
+  std::printf("  data %s\n", ok ? "exact" : "WRONG");
+
+  add_target("prefetch h->d >= 0.7x memcpy", "memcpy 1 thread", shd.median / mc1.median, 0.7, false);
+  add_target("prefetch d->h >= 0.8x bare UFFDIO_COPY floor", "uffd floor, " + std::to_string(engines) + " threads (one per copy engine)",
+             sdh.median / fln.median, 0.8, false);
+  results["prefetch"] = json{
+      {"bytes", bytes},
+      {"copy_engines", engines},
+      {"umrt_h2d_gbps", to_json(shd)},
+      {"umrt_d2h_gbps", to_json(sdh)},
+      {"umrt_h2d_cold_first_rep_gbps", cold_hd},
+      {"umrt_d2h_cold_first_rep_gbps", cold_dh},
+      {"batches_per_rep", {{"h2d", batches_hd}, {"d2h", batches_dh}}},
+      {"bytes_copied_per_rep", {{"h2d", moved_hd}, {"d2h", moved_dh}}},
+      {"memcpy_1thread_gbps", to_json(mc1)},
+      {"memcpy_nthreads_gbps", to_json(mcn)},
+      {"memcpy_dontneed_1thread_gbps", to_json(mvd)},
+      {"uffd_copy_floor_1thread_gbps", to_json(fl1)},
+      {"uffd_copy_floor_nthreads_gbps", to_json(fln)},
+      {"ratio_h2d_vs_memcpy_1thread", shd.median / mc1.median},
+      {"ratio_h2d_vs_memcpy_nthreads", shd.median / mcn.median},
+      {"ratio_h2d_vs_memcpy_dontneed_1thread", shd.median / mvd.median},
+      {"ratio_d2h_vs_uffd_floor_1thread", sdh.median / fl1.median},
+      {"ratio_d2h_vs_uffd_floor_nthreads", sdh.median / fln.median},
+      {"data_exact", ok},
+      {"notes",
+       "memcpy: between two populated plain buffers. memcpy + MADV_DONTNEED: the same, then the "
+       "source pages released (what a move adds on the host side; not a target). uffd floor: UFFDIO_COPY of 2 MiB runs from a "
+       "populated buffer into a fresh registered anonymous range (no faults), the range split "
+       "between threads. The first rep populates the sim arena (memfd first touch), later reps "
+       "reuse its chunks."}};
+}
+
+// ---- fault-seq / fault-rand ------------------------------------------------------------------
+
+struct VariantResult {
+  Summary gbps;
+  std::vector<double> fault_lat_us;  // over all measured reps
+  uint64_t faults_per_rep = 0;
+  uint64_t slow_accesses_per_rep = 0;
+  bool exact = true;
+};
+
+json variant_json(const VariantResult &v, const char *lat_rule) {
+  return json{{"gbps", to_json(v.gbps)},
+              {"faults_per_rep", v.faults_per_rep},
+              {"accesses_over_threshold_per_rep", v.slow_accesses_per_rep},
+              {"fault_latency", latency_json(v.fault_lat_us)},
+              {"latency_rule", lat_rule},
+              {"data_exact", v.exact}};
+}
+
+void scenario_fault(bool random) {
+  const char *name = random ? "fault-rand" : "fault-seq";
+  const size_t bytes = size_for(random ? (64u << 20) : (256u << 20));
+  const size_t pages = bytes / kPage;
+  const double thr = opt.latency_threshold_us;
+  umrt_config c = base_config();
+  c.device_memory = std::max<uint64_t>(c.device_memory, bytes + (64u << 20));
+  restart(c);
+  const uint32_t wmin = c.prefetch_min_pages ? c.prefetch_min_pages : 4;
+  const uint32_t wmax = c.prefetch_max_pages ? c.prefetch_max_pages : 512;
+  std::fprintf(stderr, "%s: %s, window %u->%u pages\n", name, human(bytes).c_str(), wmin, wmax);
+  Plain src(bytes, 0x5a);
+  char *p = managed(bytes);
+  std::memset(p, 0x5a, bytes);
+  const uint64_t expect = 0x5aull * pages;
+
+  json jt = json::object();
+  std::printf("\n== %s (%s, one byte per page, %s pages; umrt window %u->%u pages) ==\n", name,
+              human(bytes).c_str(), random ? "random" : "sequential", wmin, wmax);
+  std::printf("  fault latency: umrt and bare handler = accesses slower than %.1f us; kernel = every access (each one faults)\n", thr);
+  for (unsigned th : opt.threads) {
+    auto orders = page_orders(pages, th, random);
+    std::map<std::string, VariantResult> res;
+    // umrt: the data on the device, the threads read it back
+    {
+      VariantResult &v = res["umrt"];
+      std::vector<double> g;
+      for (unsigned r = 0; r < opt.warmup + opt.reps; ++r) {
+        check(umrt_prefetch(p, bytes, UMRT_LOCATION_DEVICE, nullptr), "prefetch to device");
+        umrt_stats a = stats();
+        AccessResult ar = touch(p, orders, false);
+        umrt_stats b = stats();
+        double gb = static_cast<double>(bytes) / ar.seconds / 1e9;
+        auto slow = over(ar.lat_us, thr);
+        v.exact = v.exact && ar.sum == expect;
+        if (r >= opt.warmup) {
+          g.push_back(gb);
+          v.fault_lat_us.insert(v.fault_lat_us.end(), slow.begin(), slow.end());
+          v.faults_per_rep = b.cpu_faults - a.cpu_faults;
+          v.slow_accesses_per_rep = slow.size();
+        }
+        std::fprintf(stderr, "  [%s umrt %ut] rep %u: %.2f GB/s, %llu faults\n", name, th, r + 1, gb,
+                     static_cast<unsigned long long>(b.cpu_faults - a.cpu_faults));
+      }
+      v.gbps = summarize(g);
+    }
+    // kernel anonymous first touch: one write per page of a fresh mapping
+    {
+      VariantResult &v = res["kernel"];
+      std::vector<double> g;
+      for (unsigned r = 0; r < opt.warmup + opt.reps; ++r) {
+        void *m = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED) die("mmap");
+        madvise(m, bytes, MADV_NOHUGEPAGE);
+        long f0 = minflt();
+        AccessResult ar = touch(static_cast<char *>(m), orders, true);
+        long f1 = minflt();
+        munmap(m, bytes);
+        double gb = static_cast<double>(bytes) / ar.seconds / 1e9;
+        if (r >= opt.warmup) {
+          g.push_back(gb);
+          v.fault_lat_us.insert(v.fault_lat_us.end(), ar.lat_us.begin(), ar.lat_us.end());
+          v.faults_per_rep = static_cast<uint64_t>(f1 - f0);
+          v.slow_accesses_per_rep = over(ar.lat_us, thr).size();
+        }
+        std::fprintf(stderr, "  [%s kernel %ut] rep %u: %.2f GB/s\n", name, th, r + 1, gb);
+      }
+      v.gbps = summarize(g);
+    }
+    // bare userfaultfd handler, window = umrt's first window and umrt's cap
+    for (uint32_t w : {wmin, wmax}) {
+      std::string key = "bare_uffd_w" + std::to_string(w);
+      VariantResult &v = res[key];
+      std::vector<double> g;
+      for (unsigned r = 0; r < opt.warmup + opt.reps; ++r) {
+        std::string why;
+        auto h = bench::BareUffd::create(bytes, src.p, w, why);
+        if (!h) die("bare handler: " + why);
+        AccessResult ar = touch(h->data(), orders, false);
+        double gb = static_cast<double>(bytes) / ar.seconds / 1e9;
+        auto slow = over(ar.lat_us, thr);
+        v.exact = v.exact && ar.sum == expect && h->errors() == 0;
+        if (r >= opt.warmup) {
+          g.push_back(gb);
+          v.fault_lat_us.insert(v.fault_lat_us.end(), slow.begin(), slow.end());
+          v.faults_per_rep = h->faults();
+          v.slow_accesses_per_rep = slow.size();
+        }
+        std::fprintf(stderr, "  [%s bare w%u %ut] rep %u: %.2f GB/s, %llu faults\n", name, w, th, r + 1, gb,
+                     static_cast<unsigned long long>(h->faults()));
+      }
+      v.gbps = summarize(g);
+    }
+    // TODO(cuda): peer = cudaMallocManaged with its pages on the GPU, read by the CPU.
+    const std::string bare_like = "bare_uffd_w" + std::to_string(random ? wmin : wmax);
+    json jv = json::object();
+    std::printf("  %u thread%s:\n", th, th > 1 ? "s" : "");
+    for (auto &[k, v] : res) {
+      double ratio = res["umrt"].gbps.median / v.gbps.median;
+      std::printf("    %-16s %s  faults/rep %7llu  fault latency p50 %8.1f us p99 %8.1f us (n=%zu)  umrt/this %.2f  %s\n",
+                  k.c_str(), fmt_summary(v.gbps, "GB/s").c_str(),
+                  static_cast<unsigned long long>(v.faults_per_rep), pct(v.fault_lat_us, 0.5),
+                  pct(v.fault_lat_us, 0.99), v.fault_lat_us.size(), ratio, v.exact ? "exact" : "WRONG");
+      jv[k] = variant_json(v, k == "kernel" ? "every access (each is a first-touch write fault)"
+                                            : "accesses slower than latency_threshold_us");
+      if (k != "umrt") jv[k]["ratio_umrt_over_this"] = ratio;
+    }
+    jv["like_for_like_bare"] = bare_like;
+    jt[std::to_string(th)] = jv;
+    if (!random && th == 1) {
+      add_target("fault-seq 1 thread >= 1.5x kernel first-touch", "kernel anonymous first-touch (write)",
+                 res["umrt"].gbps.median / res["kernel"].gbps.median, 1.5, false);
+      add_target("fault-seq 1 thread >= 0.8x bare UFFDIO_COPY handler", "bare handler, window " + std::to_string(wmax) + " pages",
+                 res["umrt"].gbps.median / res[bare_like].gbps.median, 0.8, false);
+    }
+  }
+  check(umrt_free(p), "umrt_free");
+  results[name] = json{
+      {"bytes", bytes},
+      {"order", random ? "random" : "sequential"},
+      {"umrt_window_pages", {wmin, wmax}},
+      {"bare_windows_pages", {wmin, wmax}},
+      {"latency_threshold_us", thr},
+      {"by_threads", jt},
+      {"notes",
+       "One byte per page. umrt: data prefetched to the device before each rep, threads read it "
+       "(faults served by umrt). kernel: threads WRITE one byte per page of a fresh "
+       "MAP_PRIVATE|MAP_ANONYMOUS mapping with MADV_NOHUGEPAGE (a read would map the shared zero "
+       "page and cost no allocation or zeroing): the kernel's own anonymous fault path; its "
+       "faults are ru_minflt deltas. bare_uffd_wN: a fresh range registered MISSING, one handler "
+       "thread answering each fault with one UFFDIO_COPY of N pages (clipped to the 2 MiB block) "
+       "from a populated buffer. Every access is timed (steady_clock, two reads, tens of ns per access, same in "
+       "every variant); since a window makes most accesses hit, per-fault latency is the latency "
+       "of accesses slower than latency_threshold_us (their count is reported next to the "
+       "faults served); for the kernel every access faults, so all accesses are counted. "
+       "Sequential compares against the bare handler with umrt's window cap (umrt's window grows "
+       "to it on sequential access), random against its first window (a jump resets it)."}};
+}
+
+// ---- fault-latency ---------------------------------------------------------------------------
+
+void scenario_fault_latency() {
+  const size_t bytes = size_for(512u << 20);
+  const size_t blocks = std::max<size_t>(1, bytes / kBlock);
+  umrt_config c = base_config();
+  c.prefetch_min_pages = 1;
+  c.prefetch_max_pages = 1;
+  c.device_memory = std::max<uint64_t>(c.device_memory, bytes + (64u << 20));
+  restart(c);
+  std::fprintf(stderr, "fault-latency: %s, one page per 2 MiB block, window 1\n", human(bytes).c_str());
+  // one random page in each block, blocks in random order
+  std::mt19937_64 rng(opt.seed);
+  std::vector<size_t> order(blocks);
+  for (size_t i = 0; i < blocks; ++i) order[i] = i * (kBlock / kPage) + rng() % (kBlock / kPage);
+  std::shuffle(order.begin(), order.end(), rng);
+  const std::vector<std::vector<size_t>> orders{order};
+  Plain src(blocks * kBlock, 0x5a);
+  char *p = managed(blocks * kBlock);
+  std::memset(p, 0x5a, blocks * kBlock);
+  // [0] free running, [1] every thread of the process pinned to one CPU
+  std::vector<double> lu[2], lb[2], lk;
+  uint64_t faults = 0;
+  bool exact = true;
+  for (unsigned r = 0; r < opt.warmup + opt.reps; ++r) {
+    for (int mode = 0; mode < 2; ++mode) {
+      check(umrt_prefetch(p, blocks * kBlock, UMRT_LOCATION_DEVICE, nullptr), "prefetch to device");
+      std::string why;
+      auto h = bench::BareUffd::create(blocks * kBlock, src.p, 1, why);
+      if (!h) die("bare handler: " + why);
+      cpu_set_t saved;
+      if (mode == 1) pin_all_threads(saved);
+      // Paired: each block's page is read through umrt and through the bare handler back to
+      // back (which one first alternates), so both see the same machine state.
+      umrt_stats a = stats();
+      AccessResult ar, br;
+      for (size_t i = 0; i < order.size(); ++i) {
+        for (int k = 0; k < 2; ++k) {
+          bool umrt_side = (k == 0) == (i % 2 == 0);
+          volatile char *at = (umrt_side ? p : h->data()) + order[i] * kPage;
+          auto t0 = Clock::now();
+          unsigned char v = static_cast<unsigned char>(*at);
+          double us = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
+          (umrt_side ? ar : br).lat_us.push_back(us);
+          (umrt_side ? ar : br).sum += v;
+        }
+      }
+      umrt_stats b = stats();
+      if (mode == 1) unpin_all_threads(saved);
+      exact = exact && ar.sum == 0x5aull * blocks && br.sum == 0x5aull * blocks;
+      if (r >= opt.warmup) {
+        lu[mode].insert(lu[mode].end(), ar.lat_us.begin(), ar.lat_us.end());
+        lb[mode].insert(lb[mode].end(), br.lat_us.begin(), br.lat_us.end());
+        faults = b.cpu_faults - a.cpu_faults;
+      }
+      std::fprintf(stderr, "  [fault-latency %s] rep %u/%u: umrt p50 %.1f us, bare p50 %.1f us\n",
+                   mode ? "one CPU" : "free", r + 1, opt.warmup + opt.reps, pct(ar.lat_us, 0.5),
+                   pct(br.lat_us, 0.5));
+    }
+    void *m = mmap(nullptr, blocks * kBlock, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) die("mmap");
+    madvise(m, blocks * kBlock, MADV_NOHUGEPAGE);
+    AccessResult kr = touch(static_cast<char *>(m), orders, true);
+    munmap(m, blocks * kBlock);
+    if (r >= opt.warmup) lk.insert(lk.end(), kr.lat_us.begin(), kr.lat_us.end());
+  }
+  check(umrt_free(p), "umrt_free");
+  auto mx = [](const std::vector<double> &v) { return v.empty() ? 0.0 : *std::max_element(v.begin(), v.end()); };
+  double ratio[2] = {pct(lu[0], 0.5) / pct(lb[0], 0.5), pct(lu[1], 0.5) / pct(lb[1], 0.5)};
+  std::printf("\n== fault-latency (%zu single-page faults per rep, one per 2 MiB block, window 1) ==\n", blocks);
+  const char *mode_name[2] = {"free running", "one CPU"};
+  for (int mode = 0; mode < 2; ++mode) {
+    std::printf("  %s:\n", mode_name[mode]);
+    std::printf("    umrt              p50 %7.1f us  p99 %7.1f us  max %7.1f us  (%llu faults/rep) %s\n",
+                pct(lu[mode], 0.5), pct(lu[mode], 0.99), mx(lu[mode]), static_cast<unsigned long long>(faults),
+                exact ? "exact" : "WRONG");
+    std::printf("    bare uffd, w1     p50 %7.1f us  p99 %7.1f us  max %7.1f us  umrt/bare p50 %.2f\n",
+                pct(lb[mode], 0.5), pct(lb[mode], 0.99), mx(lb[mode]), ratio[mode]);
+  }
+  std::printf("  kernel 1st touch    p50 %7.1f us  p99 %7.1f us  max %7.1f us  (reference: write fault, no uffd)\n",
+              pct(lk, 0.5), pct(lk, 0.99), mx(lk));
+  add_target("fault-latency p50 <= 1.5x bare round trip", "bare handler, window 1, process on one CPU", ratio[1], 1.5, true);
+  results["fault-latency"] = json{
+      {"bytes", blocks * kBlock},
+      {"faults_per_rep", blocks},
+      {"umrt_window_pages", {1, 1}},
+      {"umrt", latency_json(lu[0])},
+      {"bare_uffd_w1", latency_json(lb[0])},
+      {"umrt_one_cpu", latency_json(lu[1])},
+      {"bare_uffd_w1_one_cpu", latency_json(lb[1])},
+      {"kernel_first_touch_write", latency_json(lk)},
+      {"ratio_p50_umrt_over_bare", ratio[0]},
+      {"ratio_p50_umrt_over_bare_one_cpu", ratio[1]},
+      {"data_exact", exact},
+      {"notes",
+       "One random page in each 2 MiB block, blocks in random order, one thread; every access "
+       "faults and is timed. umrt and bare are paired: for each block its page is read through "
+       "both back to back, alternating which goes first. Measured twice: free running (threads "
+       "wherever the scheduler puts them: on a VM a cross-CPU wake of a halted vCPU costs tens of "
+       "us, so this depends on placement) and with every thread of the process pinned to one CPU "
+       "(fault -> switch to the handler thread -> UFFDIO_COPY -> switch back: the software path "
+       "alone; the target uses this one). umrt: range prefetched to the device before each rep, "
+       "prefetch_min_pages = prefetch_max_pages = 1. bare: fresh registered range, UFFDIO_COPY of "
+       "the one page. kernel: write to a fresh anonymous mapping (reference only)."}};
+}
+
+// ---- oversub ---------------------------------------------------------------------------------
+
+void scenario_oversub() {
+  const size_t dev = opt.device_memory;
+  const size_t chunk = std::max<size_t>(kBlock, dev / 8 / kBlock * kBlock);  // per array
+  umrt_config c = base_config();
+  c.device_memory = dev;
+  restart(c);
+  const unsigned th = *std::max_element(opt.threads.begin(), opt.threads.end());
+  std::fprintf(stderr, "oversub: device %s, chunk %s per array, %u kernel threads\n", human(dev).c_str(),
+               human(chunk).c_str(), th);
+  std::printf("\n== oversub (STREAM triad a = b + s*c, device memory %s, %s chunks per array, %u threads) ==\n",
+              human(dev).c_str(), human(chunk).c_str(), th);
+  json pts = json::array();
+  for (double f : {0.5, 1.0, 1.5, 2.0, 2.5, 3.0}) {
+    const size_t arr = std::max(kBlock, static_cast<size_t>(f * static_cast<double>(dev) / 3) / kBlock * kBlock);
+    const size_t n = arr / sizeof(double);
+    double *a = reinterpret_cast<double *>(managed(arr));
+    double *b = reinterpret_cast<double *>(managed(arr));
+    double *cc = reinterpret_cast<double *>(managed(arr));
+    for (size_t i = 0; i < n; ++i) b[i] = 1.0, cc[i] = 2.0;
+    void *da = nullptr, *db = nullptr, *dc = nullptr;
+    std::vector<double> g, gk;
+    uint64_t ev = 0, moved = 0;
+    for (unsigned r = 0; r < opt.warmup + opt.reps; ++r) {
+      umrt_stats s0 = stats();
+      double kernel_s = 0;
+      auto t0 = Clock::now();
+      for (size_t off = 0; off < arr; off += chunk) {
+        size_t len = std::min(chunk, arr - off);
+        for (double *x : {a, b, cc})
+          check(umrt_prefetch(reinterpret_cast<char *>(x) + off, len, UMRT_LOCATION_DEVICE, nullptr), "prefetch");
+        if (!da) {
+          check(umrt_device_pointer(a, &da), "device_pointer");
+          check(umrt_device_pointer(b, &db), "device_pointer");
+          check(umrt_device_pointer(cc, &dc), "device_pointer");
+        }
+        // TODO(cuda): launch the triad kernel from kernels/ on the device pointers instead.
+        auto k0 = Clock::now();
+        size_t lo = off / sizeof(double), cnt = len / sizeof(double);
+        std::vector<std::thread> ts;
+        for (unsigned t = 0; t < th; ++t)
+          ts.emplace_back([=] {
+            double *A = static_cast<double *>(da), *B = static_cast<double *>(db), *C = static_cast<double *>(dc);
+            for (size_t i = lo + t * cnt / th; i < lo + (t + 1) * cnt / th; ++i) A[i] = B[i] + 3.0 * C[i];
+          });
+        for (auto &t : ts) t.join();
+        kernel_s += secs(Clock::now() - k0);
+      }
+      double s = secs(Clock::now() - t0);
+      umrt_stats s1 = stats();
+      double gb = 3.0 * static_cast<double>(arr) / s / 1e9;
+      if (r >= opt.warmup) {
+        g.push_back(gb);
+        gk.push_back(3.0 * static_cast<double>(arr) / kernel_s / 1e9);
+        ev = s1.evictions - s0.evictions;
+        moved = (s1.bytes_to_device - s0.bytes_to_device) + (s1.bytes_to_host - s0.bytes_to_host);
+      }
+      std::fprintf(stderr, "  [oversub %.1fx] rep %u/%u: %.2f GB/s, %llu evictions\n", f, r + 1,
+                   opt.warmup + opt.reps, gb, static_cast<unsigned long long>(s1.evictions - s0.evictions));
+    }
+    bool exact = a[0] == 7.0 && a[n - 1] == 7.0 && a[n / 2] == 7.0;
+    da = db = dc = nullptr;
+    for (double *x : {a, b, cc}) check(umrt_free(x), "umrt_free");
+    Summary sg = summarize(g), sk = summarize(gk);
+    std::printf("  %.1fx (%4zu MiB working set)  end to end %s  kernel only %s  %4llu evictions, %5llu MiB moved per rep  %s\n",
+                f, 3 * arr >> 20, fmt_summary(sg, "GB/s").c_str(), fmt_summary(sk, "GB/s").c_str(),
+                static_cast<unsigned long long>(ev), static_cast<unsigned long long>(moved >> 20), exact ? "exact" : "WRONG");
+    pts.push_back(json{{"oversubscription", f},
+                       {"working_set_bytes", 3 * arr},
+                       {"gbps", to_json(sg)},
+                       {"kernel_only_gbps", to_json(sk)},
+                       {"evictions_per_rep", ev},
+                       {"bytes_moved_per_rep", moved},
+                       {"data_exact", exact}});
+  }
+  results["oversub"] = json{
+      {"device_memory", dev},
+      {"chunk_bytes_per_array", chunk},
+      {"threads", th},
+      {"points", pts},
+      {"notes",
+       "a = b + 3c over doubles; working set = 3 arrays; per rep, for each chunk: prefetch the "
+       "chunk of a, b and c to the device, then host threads run the triad through device "
+       "pointers. GB/s = working set bytes / rep time (prefetch + triad). b, c first touched on "
+       "the host once per point; a never touched before its first prefetch (zero-filled on the "
+       "device). Evicted chunks are punched out of the arena, so each reloaded chunk pays the "
+       "sim arena's first touch again."}};
+}
+
+// ---- batch-sweep -----------------------------------------------------------------------------
+
+void scenario_batch_sweep() {
+  const size_t total = size_for(64u << 20);
+  umrt_config c = base_config();
+  c.device_memory = std::max<uint64_t>(c.device_memory, total + (64u << 20));
+  restart(c);
+  std::fprintf(stderr, "batch-sweep: %s total\n", human(total).c_str());
+  char *p = managed(total);
+  std::memset(p, 0x5a, total);
+  // populate the arena once so every span sees warm chunks
+  check(umrt_prefetch(p, total, UMRT_LOCATION_DEVICE, nullptr), "prefetch");
+  check(umrt_prefetch(p, total, UMRT_LOCATION_HOST, nullptr), "prefetch");
+  std::printf("\n== batch-sweep (%s total per direction, one umrt_prefetch call per span) ==\n", human(total).c_str());
+  json pts = json::array();
+  std::vector<size_t> spans;
+  for (size_t span = kPage; span <= std::min<size_t>(64u << 20, total); span *= 4) {
+    spans.push_back(span);
+    if (span == (1u << 20) && total >= kBlock) spans.push_back(kBlock);  // one block per call
+  }
+  for (size_t span : spans) {
+    std::vector<double> hd, dh;
+    uint64_t batches = 0;
+    for (unsigned r = 0; r < opt.warmup + opt.reps; ++r) {
+      umrt_stats a = stats();
+      auto t0 = Clock::now();
+      for (size_t off = 0; off < total; off += span)
+        check(umrt_prefetch(p + off, std::min(span, total - off), UMRT_LOCATION_DEVICE, nullptr), "prefetch");
+      auto t1 = Clock::now();
+      for (size_t off = 0; off < total; off += span)
+        check(umrt_prefetch(p + off, std::min(span, total - off), UMRT_LOCATION_HOST, nullptr), "prefetch");
+      auto t2 = Clock::now();
+      umrt_stats b = stats();
+      if (r >= opt.warmup) {
+        hd.push_back(static_cast<double>(total) / secs(t1 - t0) / 1e9);
+        dh.push_back(static_cast<double>(total) / secs(t2 - t1) / 1e9);
+        batches = b.batches - a.batches;
+      }
+    }
+    Summary shd = summarize(hd), sdh = summarize(dh);
+    std::fprintf(stderr, "  [batch-sweep %s] h->d %.2f GB/s, d->h %.2f GB/s\n", human(span).c_str(), shd.median, sdh.median);
+    std::printf("  span %5s  h->d %s  d->h %s  (%llu batches per rep, both ways)\n", human(span).c_str(),
+                fmt_summary(shd, "GB/s").c_str(), fmt_summary(sdh, "GB/s").c_str(),
+                static_cast<unsigned long long>(batches));
+    pts.push_back(json{{"span_bytes", span}, {"h2d_gbps", to_json(shd)}, {"d2h_gbps", to_json(sdh)}, {"batches_per_rep", batches}});
+  }
+  check(umrt_free(p), "umrt_free");
+  results["batch-sweep"] = json{{"total_bytes", total},
+                                {"points", pts},
+                                {"notes",
+                                 "The same total bytes moved each way in umrt_prefetch calls of `span` bytes "
+                                 "(synchronous). The arena is populated before the sweep."}};
+}
+
+// ---- machine info ----------------------------------------------------------------------------
+
+std::string read_first(const char *path, const char *key) {
+  std::ifstream f(path);
+  std::string line;
+  while (std::getline(f, line))
+    if (!key || line.rfind(key, 0) == 0) {
+      if (!key) return line;
+      auto c = line.find(':');
+      return c == std::string::npos ? line : line.substr(c + 2);
+    }
+  return "";
+}
+
+json machine() {
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  utsname u{};
+  uname(&u);
+  long mem_kb = std::atol(read_first("/proc/meminfo", "MemTotal").c_str());
+  return json{{"hostname", host},
+              {"cpu", read_first("/proc/cpuinfo", "model name")},
+              {"cores", std::thread::hardware_concurrency()},
+              {"memory_gib", static_cast<double>(mem_kb) / 1048576.0},
+              {"kernel", std::string(u.sysname) + " " + u.release},
+              {"machine", u.machine},
+              {"thp", read_first("/sys/kernel/mm/transparent_hugepage/enabled", nullptr)},
+              {"gpu", "none (sim backend)"}};  // TODO(cuda): device name, memory, link
+}
+
+std::string now_utc() {
+  std::time_t t = std::time(nullptr);
+  char buf[64];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return buf;
+}
+
+void print_targets() {
+  std::printf("\n== issue 4 targets (sim) ==\n");
+  json arr = json::array();
+  for (const auto &t : targets) {
+    bool pass = t.at_most ? t.ratio <= t.want : t.ratio >= t.want;
+    std::string miss;
+    if (!pass) {
+      char buf[128];
+      if (t.at_most)
+        std::snprintf(buf, sizeof buf, "  (misses by %.0f%%: ratio %.2f > %.2f)", (t.ratio / t.want - 1) * 100, t.ratio, t.want);
+      else
+        std::snprintf(buf, sizeof buf, "  (misses by %.0f%%: needs %.2fx faster)", (1 - t.ratio / t.want) * 100, t.want / t.ratio);
+      miss = buf;
+    }
+    std::printf("%s  %-52s ratio %.2f (want %s %.2f; vs %s)%s\n", pass ? "PASS" : "MISS", t.name.c_str(),
+                t.ratio, t.at_most ? "<=" : ">=", t.want, t.baseline.c_str(), miss.c_str());
+    arr.push_back(json{{"target", t.name}, {"baseline", t.baseline}, {"ratio", t.ratio},
+                       {"want", t.want}, {"at_most", t.at_most}, {"pass", pass}});
+  }
+  results["targets"] = arr;
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+  CLI::App app{"umrt-bench: umrt migration throughput and latency next to memcpy, the kernel's "
+               "fault path and a bare userfaultfd handler"};
+  const std::vector<std::string> names{"prefetch", "fault-seq", "fault-rand", "fault-latency",
+                                       "oversub", "batch-sweep", "all"};
+  app.add_option("scenario", opt.scenario, "prefetch|fault-seq|fault-rand|fault-latency|oversub|batch-sweep|all")
+      ->check(CLI::IsMember(names))
+      ->capture_default_str();
+  std::string size_s, dev_s;
+  app.add_option("--size", size_s,
+                 "bytes per scenario (K/M/G suffixes); default per scenario: prefetch 1G, fault-seq "
+                 "256M, fault-rand 64M, fault-latency 512M, batch-sweep 64M total");
+  app.add_option("--threads", opt.threads, "CPU reader thread counts, e.g. 1,2 (oversub uses the largest)")
+      ->delimiter(',')
+      ->check(CLI::Range(1u, 256u))
+      ->capture_default_str();
+  app.add_option("--reps", opt.reps, "measured repetitions")->check(CLI::Range(1u, 1000u))->capture_default_str();
+  app.add_option("--warmup", opt.warmup, "warm-up repetitions (discarded)")->capture_default_str();
+  app.add_option("--json", opt.json_file, "write every figure as JSON to FILE");
+  app.add_option("--device-memory", dev_s, "oversub: device memory capacity (K/M/G; default 256M)");
+  app.add_option("--latency-threshold-us", opt.latency_threshold_us,
+                 "fault-seq/rand: an access slower than this counts as a fault for the latency figures")
+      ->capture_default_str();
+  app.add_option("--seed", opt.seed, "random page order seed")->capture_default_str();
+  try {
+    app.parse(argc, argv);
+    if (!size_s.empty()) opt.size = parse_size(size_s);
+    if (!dev_s.empty()) opt.device_memory = std::max(kBlock, parse_size(dev_s) / kBlock * kBlock);
+  } catch (const CLI::ParseError &e) {
+    return app.exit(e);
+  }
+  if (opt.threads.empty()) opt.threads = {1};
+
+  const std::string &s = opt.scenario;
+  auto want = [&](const char *n) { return s == "all" || s == n; };
+  auto t0 = Clock::now();
+  if (want("prefetch")) scenario_prefetch();
+  if (want("fault-seq")) scenario_fault(false);
+  if (want("fault-rand")) scenario_fault(true);
+  if (want("fault-latency")) scenario_fault_latency();
+  if (want("oversub")) scenario_oversub();
+  if (want("batch-sweep")) scenario_batch_sweep();
+  const char *backend = umrt_backend_name();
+  std::string backend_s = backend ? backend : "?";
+  umrt_shutdown();
+  print_targets();
+  std::fprintf(stderr, "umrt-bench: done in %.1f s\n", secs(Clock::now() - t0));
+
+  if (!opt.json_file.empty()) {
+    std::ostringstream cmd;
+    for (int i = 0; i < argc; ++i) cmd << (i ? " " : "") << argv[i];
+    json out{{"tool", "umrt-bench"},
+             {"date", now_utc()},
+             {"command", cmd.str()},
+             {"machine", machine()},
+             {"backend", backend_s},
+             {"options", {{"scenario", opt.scenario}, {"size", opt.size ? json(*opt.size) : json("per scenario")},
+                          {"threads", opt.threads}, {"reps", opt.reps}, {"warmup", opt.warmup},
+                          {"device_memory_oversub", opt.device_memory},
+                          {"latency_threshold_us", opt.latency_threshold_us}, {"seed", opt.seed}}},
+             {"targets", results["targets"]}};
+    results.erase("targets");
+    out["scenarios"] = results;
+    std::ofstream f(opt.json_file);
+    f << out.dump(2) << "\n";
+    if (!f) die("cannot write " + opt.json_file);
+    std::fprintf(stderr, "umrt-bench: wrote %s\n", opt.json_file.c_str());
+  }
+  return 0;
+}
