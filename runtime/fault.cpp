@@ -120,7 +120,6 @@ void serve_unmap(Runtime &rt, uintptr_t lo, uintptr_t hi, uint64_t before) {
     for (size_t p = p0; p < p1 && p < r->npages; ++p) entry_mark_gone(r->entries[p]);
     if (a == r->start && b == r->start + r->map_bytes) {
       log(Level::warn, "managed range %p (%zu bytes) was munmap()ed by the user", (void *)r->start, r->size);
-      r->user_unmapped.store(true);
       if (rt.ranges.remove(r.get())) {
         std::lock_guard g(rt.zombies_mu);
         rt.zombies.push_back(r);

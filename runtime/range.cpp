@@ -28,8 +28,6 @@ std::vector<RangePtr> RangeTable::insert(RangePtr r) {
     for (size_t p = 0; p < o.npages && all_gone; ++p)
       all_gone = o.entries[p].load(std::memory_order_acquire) & entry::GONE;
     if (all_gone) {
-      o.user_unmapped.store(true);
-      o.dead.store(true, std::memory_order_release);
       displaced.push_back(std::move(it->second));
       it = map_.erase(it);
     } else {
@@ -47,7 +45,6 @@ RangePtr RangeTable::remove_exact(uintptr_t start) {
   if (it == map_.end()) return nullptr;
   RangePtr r = std::move(it->second);
   map_.erase(it);
-  r->dead.store(true, std::memory_order_release);
   return r;
 }
 
@@ -55,7 +52,6 @@ bool RangeTable::remove(const Range *r) {
   std::unique_lock g(mu_);
   auto it = map_.find(r->start);
   if (it == map_.end() || it->second.get() != r) return false;
-  it->second->dead.store(true, std::memory_order_release);
   map_.erase(it);
   return true;
 }
@@ -74,12 +70,6 @@ RangeRef RangeTable::acquire(uintptr_t addr) const {
     return RangeRef(it->second);
   }
   return {};
-}
-
-RangePtr RangeTable::find_exact(uintptr_t start) const {
-  std::shared_lock g(mu_);
-  auto it = map_.find(start);
-  return it == map_.end() ? nullptr : it->second;
 }
 
 std::vector<RangePtr> RangeTable::snapshot() const {
@@ -103,11 +93,6 @@ std::vector<RangePtr> RangeTable::overlapping(uintptr_t lo, uintptr_t hi) const 
 uint64_t RangeTable::seq() const {
   std::shared_lock g(mu_);
   return seq_;
-}
-
-size_t RangeTable::size() const {
-  std::shared_lock g(mu_);
-  return map_.size();
 }
 
 }  // namespace umrt::rt

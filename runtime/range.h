@@ -47,8 +47,6 @@ struct Range : std::enable_shared_from_this<Range> {
   std::atomic<uint64_t> prefetch_gen{0};
   std::mutex ra_mu;
   std::atomic<int> inflight{0};
-  std::atomic<bool> dead{false};            // removed from the table (umrt_free / user munmap)
-  std::atomic<bool> user_unmapped{false};   // the user munmap()ed all of it
 
   // Fault prefetch state (fault service thread only): a few sequential streams, so that
   // several threads each walking their own part of the range all get growing windows.
@@ -120,12 +118,9 @@ class RangeTable {
   bool remove(const Range *r);
   // The range mapping addr (its page there not GONE) with its inflight count taken.
   RangeRef acquire(uintptr_t addr) const;
-  // The range starting exactly at start (no inflight taken).
-  RangePtr find_exact(uintptr_t start) const;
   std::vector<RangePtr> snapshot() const;
   // Ranges overlapping [lo, hi).
   std::vector<RangePtr> overlapping(uintptr_t lo, uintptr_t hi) const;
-  size_t size() const;
   // Ranges inserted so far. A range with seq > this value was created after the call.
   uint64_t seq() const;
 
