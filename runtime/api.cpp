@@ -250,7 +250,6 @@ umrt_status umrt_prefetch(const void *ptr, size_t size, umrt_location dst, void 
   uintptr_t a = reinterpret_cast<uintptr_t>(ptr);
   size_t first = ref->page_of(a);
   size_t last = ref->page_of(a + size - 1);
-  FaultService::void_read_ahead(*ref.get());
   int rc = migrate_span(call.rt(), *ref.get(), first, last + 1 - first,
                         where == UMRT_LOCATION_DEVICE ? Dir::to_device : Dir::to_host, Why::prefetch);
   return from_errno(rc, "umrt_prefetch");

@@ -59,7 +59,7 @@ void serve_group(Runtime &rt, Group &g) {
   // starts a new stream in the least recently used slot (window = minimum).
   Range::Stream *st = nullptr;
   for (Range::Stream &x : r.streams)
-    if (x.next == lo || x.ra_end == lo) st = &x;
+    if (x.next == lo) st = &x;
   if (st) {
     st->window = std::min<uint32_t>(st->window * 2, wmax);
   } else {
@@ -67,19 +67,11 @@ void serve_group(Runtime &rt, Group &g) {
     for (Range::Stream &x : r.streams)
       if (x.used < st->used) st = &x;
     st->window = wmin;
-    st->ra_end = SIZE_MAX;
   }
   st->used = ++r.stream_clock;
   const size_t end = std::min(bend, std::max(hi, lo + st->window));
   st->next = end;
   rt.stats.add(rt.stats.fault_groups, 1);
-  // Read-ahead: a stream that reads whole blocks gets the next block moved on the read-ahead
-  // thread while this one is served and read, so copying and reading overlap. One block ahead
-  // of the reader at most: the next one is posted when the reader reaches this one.
-  if (st->window >= kBlockPages && end == bend && bend < r.npages && st->ra_end != r.block_end(bend)) {
-    st->ra_end = r.block_end(bend);
-    rt.faults.read_ahead(g.ref.share(), bend, st->ra_end - bend);
-  }
   run_batch(rt, r, lo, end - lo, Dir::to_host, g.write ? Why::fault_write : Why::fault, false, nullptr);
   // Faulting pages the batch did not map: HOST pages are duplicates (or discarded copies);
   // pages still locked or still on the device retry through the batch's wake.
@@ -137,55 +129,10 @@ int FaultService::start(Runtime *rt) {
   stop_fd_ = eventfd(0, EFD_CLOEXEC);
   if (stop_fd_ < 0) return -errno;
   thread_ = std::thread([this] { loop(); });
-  ra_thread_ = std::thread([this] { read_ahead_loop(); });
   return 0;
 }
 
-void FaultService::read_ahead(RangeRef ref, size_t first, size_t n) {
-  {
-    std::lock_guard g(ra_mu_);
-    uint64_t gen = ref->prefetch_gen.load(std::memory_order_acquire);
-    ra_jobs_.push_back(Job{std::move(ref), first, n, gen});
-  }
-  ra_cv_.notify_one();
-}
-
-void FaultService::void_read_ahead(Range &r) {
-  r.prefetch_gen.fetch_add(1, std::memory_order_acq_rel);
-  std::lock_guard g(r.ra_mu);  // a read-ahead batch in flight finishes first
-}
-
-void FaultService::read_ahead_loop() {
-  for (;;) {
-    Job job;
-    {
-      std::unique_lock lk(ra_mu_);
-      ra_cv_.wait(lk, [&] { return ra_stop_ || !ra_jobs_.empty(); });
-      if (ra_stop_) {
-        ra_jobs_.clear();
-        return;
-      }
-      job = std::move(ra_jobs_.front());
-      ra_jobs_.pop_front();
-    }
-    // A fault batch in all but name: pages the reader is faulting on meanwhile are skipped by
-    // the fault service and woken by this batch's finalize. Void if the user prefetched since.
-    Range &r = *job.ref.get();
-    std::lock_guard g(r.ra_mu);
-    if (r.prefetch_gen.load(std::memory_order_acquire) != job.gen) continue;
-    run_batch(*rt_, r, job.first, job.n, Dir::to_host, Why::fault, false, nullptr);
-  }
-}
-
 void FaultService::stop() {
-  if (ra_thread_.joinable()) {
-    {
-      std::lock_guard g(ra_mu_);
-      ra_stop_ = true;
-    }
-    ra_cv_.notify_all();
-    ra_thread_.join();
-  }
   if (!thread_.joinable()) return;
   uint64_t one = 1;
   ssize_t w = write(stop_fd_, &one, sizeof one);

@@ -11,7 +11,6 @@
 
 #include <atomic>
 #include <map>
-#include <mutex>
 #include <memory>
 #include <shared_mutex>
 #include <vector>
@@ -41,11 +40,6 @@ struct Range : std::enable_shared_from_this<Range> {
   char *dev_base = nullptr;                 // device address of page 0
 
   uint64_t seq = 0;                         // insertion order (RangeTable::seq)
-  // Read-ahead vs explicit prefetch: umrt_prefetch bumps prefetch_gen, then takes ra_mu (waits
-  // out a read-ahead batch in flight); a read-ahead runs under ra_mu only if prefetch_gen is
-  // still what it was when the read-ahead was asked for, so it never undoes a later prefetch.
-  std::atomic<uint64_t> prefetch_gen{0};
-  std::mutex ra_mu;
   std::atomic<int> inflight{0};
 
   // Fault prefetch state (fault service thread only): a few sequential streams, so that
@@ -53,7 +47,6 @@ struct Range : std::enable_shared_from_this<Range> {
   struct Stream {
     size_t next = SIZE_MAX;  // page right after this stream's last fault window
     uint32_t window = 0;     // its current window in pages
-    size_t ra_end = SIZE_MAX;  // end of the block read ahead for it (a fault there continues it)
     uint64_t used = 0;       // last use (for replacement)
   };
   static constexpr int kStreams = 8;
@@ -90,11 +83,6 @@ class RangeRef {
     reset();
     r_ = std::move(o.r_);
     return *this;
-  }
-  // A second reference to the same range (its own inflight count).
-  RangeRef share() const {
-    if (r_) r_->inflight.fetch_add(1, std::memory_order_acq_rel);
-    return RangeRef(r_);
   }
   void reset() {
     if (r_) r_->inflight.fetch_sub(1, std::memory_order_acq_rel);

@@ -3,9 +3,6 @@
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
-#include <deque>
-#include <mutex>
 #include <memory>
 #include <thread>
 
@@ -29,27 +26,12 @@ class FaultService {
  public:
   int start(struct Runtime *rt);
   void stop();
-  // Move pages [first, first + n) of the range home on the read-ahead thread (fault thread only).
-  void read_ahead(RangeRef ref, size_t first, size_t n);
-  // Called by umrt_prefetch before it moves pages of r: read-aheads asked for earlier are void.
-  static void void_read_ahead(Range &r);
 
  private:
   void loop();
-  void read_ahead_loop();
   struct Runtime *rt_ = nullptr;
   int stop_fd_ = -1;
   std::thread thread_;
-  struct Job {
-    RangeRef ref;
-    size_t first, n;
-    uint64_t gen;  // the range's prefetch_gen when asked for
-  };
-  std::mutex ra_mu_;
-  std::condition_variable ra_cv_;
-  std::deque<Job> ra_jobs_;
-  bool ra_stop_ = false;
-  std::thread ra_thread_;
 };
 
 struct Runtime {

@@ -560,41 +560,4 @@ TEST_F(FaultBig, SequentialReadUsesPrefetchWindow) {
   RecordProperty("fault_groups", std::to_string(groups));
 }
 
-// Read-ahead: a reader going through whole blocks has the next block moved while it reads the
-// current one, so it waits at about one fault per block instead of the window's doubling.
-TEST_F(FaultBig, SequentialReadReadsAhead) {
-  const size_t size = 64 * MiB, nblocks = size / (2 * MiB);
-  Managed m(size);
-  ASSERT_TRUE(m);
-  fill_pattern(m.get(), size, 14);
-  ASSERT_EQ(umrt_prefetch(m.get(), size, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
-  umrt_stats s0 = get_stats();
-  EXPECT_TRUE(check_pattern(m.get(), size, 14));
-  umrt_stats s1 = get_stats();
-  // Without read-ahead every block costs a fault group; the first block takes a few (window
-  // growth 4 -> 512). With it, a block whose read-ahead finished first costs none.
-  EXPECT_LE(s1.fault_groups - s0.fault_groups, nblocks + 8);
-  EXPECT_EQ(s1.bytes_to_host - s0.bytes_to_host, size);
-  EXPECT_EQ(count_pages_at(m.get(), size, UMRT_LOCATION_HOST), size / kPage);
-}
-
-// A read-ahead asked for before an explicit prefetch never undoes it: read the first block of a
-// range sequentially (read-ahead of the second block is asked for), then at once prefetch the
-// whole range to the device. Every page must stay on the device, its host memory released.
-TEST_F(FaultBig, ReadAheadNeverUndoesAPrefetch) {
-  const size_t size = 8 * MiB;
-  Managed m(size);
-  ASSERT_TRUE(m);
-  for (int round = 0; round < 20; ++round) {
-    SCOPED_TRACE(round);
-    fill_pattern(m.get(), size, 20 + round);
-    ASSERT_EQ(umrt_prefetch(m.get(), size, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
-    EXPECT_TRUE(check_pattern(m.get(), 2 * MiB, 20 + round));  // block 0: read-ahead of block 1
-    ASSERT_EQ(umrt_prefetch(m.get(), size, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // a stale read-ahead would run now
-    ASSERT_EQ(count_pages_at(m.get(), size, UMRT_LOCATION_DEVICE), size / kPage);
-    ASSERT_TRUE(check_pattern(dev(m.get()), size, 20 + round));
-  }
-}
-
 }  // namespace
