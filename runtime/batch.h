@@ -71,8 +71,9 @@ void finalize(Batch &b);
 int run_batch(Runtime &rt, Range &r, size_t first, size_t n, Dir dir, Why why, bool block_held,
               uint32_t *skipped);
 
-// Move every page of [first, first + n) of r to dir, block by block, retrying pages held by
-// others until they are free. Returns 0 or the first error (later blocks untouched).
+// Move every page of [first, first + n) of r to dir, block by block (two lanes: even and odd
+// blocks, concurrently), retrying pages held by others until they are free. Returns 0 or the
+// first error; a lane stops at its error, the other finishes its blocks.
 int migrate_span(Runtime &rt, Range &r, size_t first, size_t n, Dir dir, Why why);
 
 // DevMem eviction callback: pages [first, first + n) of r to host (the block is held).

@@ -85,24 +85,47 @@ int run_batch(Runtime &rt, Range &r, size_t first, size_t n, Dir dir, Why why, b
   return b.error;
 }
 
-int migrate_span(Runtime &rt, Range &r, size_t first, size_t n, Dir dir, Why why) {
-  size_t end = first + n;
-  for (size_t p = first; p < end;) {
+namespace {
+// Blocks lane, lane + lanes, lane + 2*lanes, ... of [first, end); stops at the first error.
+int migrate_lane(Runtime &rt, Range &r, size_t first, size_t end, Dir dir, Why why, unsigned lane,
+                 unsigned lanes) {
+  unsigned k = 0;
+  for (size_t p = first; p < end; ++k) {
     size_t stop = std::min(end, r.block_end(p));
-    // Pages held by another batch or the fault service are retried until that owner is done:
-    // a synchronous prefetch promises the whole span (collect itself never waits).
-    for (unsigned attempt = 0;; ++attempt) {
-      uint32_t skipped = 0;
-      int rc = run_batch(rt, r, p, stop - p, dir, why, false, &skipped);
-      if (rc) return rc;
-      if (skipped == 0) break;
-      if (attempt > 100000) return -EBUSY;
-      if (attempt > 16) std::this_thread::sleep_for(std::chrono::microseconds(50));
-      else std::this_thread::yield();
+    if (k % lanes == lane) {
+      // Pages held by another batch or the fault service are retried until that owner is done:
+      // a synchronous prefetch promises the whole span (collect itself never waits).
+      for (unsigned attempt = 0;; ++attempt) {
+        uint32_t skipped = 0;
+        int rc = run_batch(rt, r, p, stop - p, dir, why, false, &skipped);
+        if (rc) return rc;
+        if (skipped == 0) break;
+        if (attempt > 100000) return -EBUSY;
+        if (attempt > 16) std::this_thread::sleep_for(std::chrono::microseconds(50));
+        else std::this_thread::yield();
+      }
     }
     p = stop;
   }
   return 0;
+}
+}  // namespace
+
+// Spans of more than one block run in two lanes (even and odd blocks) so that one batch's
+// serial steps (write-protect, zap, unlock) overlap the other's copy: docs/design.md.
+int migrate_span(Runtime &rt, Range &r, size_t first, size_t n, Dir dir, Why why) {
+  const size_t end = first + n;
+  if (r.block_end(first) >= end) return migrate_lane(rt, r, first, end, dir, why, 0, 1);
+  int rc1 = 0;
+  std::thread other;
+  try {
+    other = std::thread([&] { rc1 = migrate_lane(rt, r, first, end, dir, why, 1, 2); });
+  } catch (...) {  // no thread to be had: one lane (never let an exception out)
+    return migrate_lane(rt, r, first, end, dir, why, 0, 1);
+  }
+  int rc0 = migrate_lane(rt, r, first, end, dir, why, 0, 2);
+  other.join();
+  return rc0 ? rc0 : rc1;
 }
 
 int evict_pages(void *ctx, Range &r, size_t first, size_t n) {
