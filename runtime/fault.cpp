@@ -108,8 +108,7 @@ void serve_unmap(Runtime &rt, uintptr_t lo, uintptr_t hi, uint64_t before) {
   for (const RangePtr &r : rt.ranges.overlapping(lo, hi)) {
     if (r->seq > before) continue;
     uintptr_t a = std::max(lo, r->start), b = std::min(hi, r->start + r->map_bytes);
-    size_t p0 = r->page_of(a), p1 = r->page_of(b + kPageSize - 1);
-    for (size_t p = p0; p < p1 && p < r->npages; ++p) entry_mark_gone(r->entries[p]);
+    r->mark_gone(lo, hi);
     if (a == r->start && b == r->start + r->map_bytes) {
       log(Level::warn, "managed range %p (%zu bytes) was munmap()ed by the user", (void *)r->start, r->size);
       if (rt.ranges.remove(r.get())) {

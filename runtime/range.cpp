@@ -6,6 +6,12 @@
 
 namespace umrt::rt {
 
+void Range::mark_gone(uintptr_t lo, uintptr_t hi) {
+  const uintptr_t a = std::max(lo, start), b = std::min(hi, start + map_bytes);
+  for (size_t p = a < b ? page_of(a) : npages; p < npages && start + (p << kPageShift) < b; ++p)
+    entry_mark_gone(entries[p]);
+}
+
 std::vector<RangePtr> RangeTable::insert(RangePtr r) {
   // The kernel just gave r's addresses to umrt, so any range still listed over them was
   // munmap()ed by the user and its UNMAP event is not processed yet: those pages are GONE, and
@@ -21,9 +27,7 @@ std::vector<RangePtr> RangeTable::insert(RangePtr r) {
       ++it;
       continue;
     }
-    size_t p0 = o.page_of(std::max(lo, o.start));
-    size_t p1 = std::min(o.npages, o.page_of(std::min(hi, o.start + o.map_bytes) - 1) + 1);
-    for (size_t p = p0; p < p1; ++p) entry_mark_gone(o.entries[p]);
+    o.mark_gone(lo, hi);
     bool all_gone = true;
     for (size_t p = 0; p < o.npages && all_gone; ++p)
       all_gone = o.entries[p].load(std::memory_order_acquire) & entry::GONE;

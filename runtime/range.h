@@ -58,6 +58,9 @@ struct Range : std::enable_shared_from_this<Range> {
   size_t page_of(uintptr_t a) const { return (a - start) >> kPageShift; }
   bool contains(uintptr_t a) const { return a >= start && a < start + map_bytes; }
 
+  // Mark the pages of [lo, hi) ∩ this range GONE (their host addresses were unmapped).
+  void mark_gone(uintptr_t lo, uintptr_t hi);
+
   DBlock *dblock(size_t page) const { return packed ? pack : own[page / kBlockPages].get(); }
   // Pages [first, end) that share page's device block.
   size_t block_first(size_t page) const { return packed ? 0 : page / kBlockPages * kBlockPages; }

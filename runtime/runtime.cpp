@@ -82,24 +82,12 @@ void Runtime::reap_zombies() {
   for (RangePtr &r : z) retire(*r);  // the host mapping is already gone
 }
 
-template <typename Fn>
-static void for_present_runs(Range &r, Fn fn) {
-  for (size_t i = 0; i < r.npages;) {
-    if (r.entries[i].load(std::memory_order_acquire) & entry::GONE) {
-      ++i;
-      continue;
-    }
-    size_t j = i;
-    while (j < r.npages && !(r.entries[j].load(std::memory_order_acquire) & entry::GONE)) ++j;
-    fn(r.addr(i), (j - i) * kPageSize);
-    i = j;
-  }
-}
-
 void Runtime::release_host(Range &r, bool unmap) {
-  for_present_runs(r, [&](char *a, size_t len) {
-    uffd.unregister_range(a, len);
-    if (unmap) munmap(a, len);
+  // Only what is still mapped: a hole the user unmapped (GONE) may hold someone else's mapping.
+  auto present = [&](size_t i) { return !(r.entries[i].load(std::memory_order_acquire) & entry::GONE); };
+  for_runs(r.npages, present, [&](size_t i, size_t j) {
+    uffd.unregister_range(r.addr(i), (j - i) * kPageSize);
+    if (unmap) munmap(r.addr(i), (j - i) * kPageSize);
   });
 }
 
