@@ -9,11 +9,23 @@
 // with the machine, backend, sizes, thread counts and window sizes to FILE
 // (scripts/plot_bench.py draws it). The issue-4 targets are printed as PASS/MISS lines at the end.
 //
-// Only the sim side exists: the baselines below are the sim ones (the "device" is host memory).
-// TODO(cuda): on the cuda backend the limit is raw cudaMemcpyAsync between pinned host memory and
-// cudaMalloc memory, and the peer is cudaMallocManaged (+ cudaMemPrefetchAsync; pages on the GPU
-// read by the CPU for the fault scenarios; with and without prefetch for oversub); the oversub
-// triad becomes a kernel (kernels/). Hooks are marked TODO(cuda) where they go.
+// Baselines on every backend: memcpy, the kernel's anonymous first-touch fault path, a bare
+// userfaultfd handler, the UFFDIO_COPY floor (baselines.cpp). When the build has CUDA
+// (UMRT_BENCH_CUDA: umrt::kernels and the CUDA runtime linked) and the backend in use is cuda,
+// the GPU limit and peers run as well (cuda_baselines.cpp):
+//   prefetch      raw cudaMemcpyAsync between pinned host memory and cudaMalloc memory (the
+//                 limit), and cudaMallocManaged + cudaMemPrefetchAsync (the peer), each way;
+//   fault-seq/rand  cudaMallocManaged with its pages prefetched to the GPU, read by CPU threads;
+//   oversub       the triad is a GPU kernel (umrt_kernels::triad on umrt_device_pointer()
+//                 addresses after umrt_prefetch of each chunk on a stream); peers:
+//                 cudaMallocManaged with and without cudaMemPrefetchAsync per chunk, with the
+//                 GPU's free memory cut to the same device memory;
+//   fault-latency, batch-sweep  umrt only (as on sim).
+// A GPU baseline that fails is reported as failed with the CUDA error text, never a crash.
+//
+// Every umrt figure also carries its per-step times: the umrt_stats deltas (collect, unmap,
+// copy, finalize ns, batches, pages selected) over the measured reps, as "steps" in the JSON and
+// a share line in the output.
 #include <umrt/umrt.h>
 
 #include <dirent.h>
@@ -44,6 +56,10 @@
 #include <vector>
 
 #include "baselines.h"
+#if UMRT_BENCH_CUDA
+#include "cuda_baselines.h"
+#include "umrt_kernels.h"
+#endif
 
 namespace {
 
@@ -168,21 +184,81 @@ umrt_config base_config() {
   return c;
 }
 
+// The backend of the last restart(); on cuda the GPU limit and peers run too (when built in).
+std::string backend_in_use = "?";
+bool on_cuda() { return backend_in_use == "cuda"; }
+#if UMRT_BENCH_CUDA
+constexpr bool kBuiltWithCuda = true;
+#else
+constexpr bool kBuiltWithCuda = false;
+#endif
+const char *kNoCudaBaselines = "umrt-bench was built without the CUDA baselines (no umrt::kernels in the build)";
+
 void restart(const umrt_config &c) {
   umrt_shutdown();
   check(umrt_init(&c), "umrt_init");
   const char *b = umrt_backend_name();
   if (!b) die("umrt_backend_name failed");
-  if (std::string(b) != "sim")
-    // TODO(cuda): the cuda limits and peers (see the banner) go here; until they exist the
-    // numbers below compare a real device against host-memory baselines.
-    std::fprintf(stderr, "umrt-bench: backend '%s': only the sim baselines exist yet\n", b);
+  backend_in_use = b;
+  if (on_cuda() && !kBuiltWithCuda) {
+    static bool said = false;
+    if (!said) std::fprintf(stderr, "umrt-bench: backend cuda: %s; only the host baselines run\n", kNoCudaBaselines);
+    said = true;
+  } else if (backend_in_use != "sim" && !on_cuda()) {
+    std::fprintf(stderr, "umrt-bench: backend '%s': only the host baselines exist for it\n", b);
+  }
 }
 
 umrt_stats stats() {
   umrt_stats s{};
   check(umrt_get_stats(&s), "umrt_get_stats");
   return s;
+}
+
+// ---- per-step times --------------------------------------------------------------------------
+
+// The umrt_stats deltas of the protocol steps, summed over the measured runs of one figure.
+struct Steps {
+  uint64_t collect_ns = 0, unmap_ns = 0, copy_ns = 0, finalize_ns = 0, batches = 0, pages_selected = 0;
+  unsigned runs = 0;
+  void add(const umrt_stats &a, const umrt_stats &b) {
+    collect_ns += b.ns_collect - a.ns_collect;
+    unmap_ns += b.ns_unmap - a.ns_unmap;
+    copy_ns += b.ns_copy - a.ns_copy;
+    finalize_ns += b.ns_finalize - a.ns_finalize;
+    batches += b.batches - a.batches;
+    pages_selected += b.pages_selected - a.pages_selected;
+    ++runs;
+  }
+  uint64_t total_ns() const { return collect_ns + unmap_ns + copy_ns + finalize_ns; }
+};
+
+json steps_json(const Steps &s) {
+  const double nb = static_cast<double>(s.batches);
+  return json{{"runs", s.runs},
+              {"collect_ns", s.collect_ns},
+              {"unmap_ns", s.unmap_ns},
+              {"copy_ns", s.copy_ns},
+              {"finalize_ns", s.finalize_ns},
+              {"batches", s.batches},
+              {"pages_selected", s.pages_selected},
+              {"pages_per_batch", s.batches ? static_cast<double>(s.pages_selected) / nb : 0.0},
+              {"ns_per_batch", s.batches ? static_cast<double>(s.total_ns()) / nb : 0.0}};
+}
+
+// "steps: collect 3% unmap 9% copy 79% finalize 9% | 41.2 us/batch, 512 batches/run, 512 pages/batch"
+std::string steps_line(const Steps &s) {
+  if (!s.batches || !s.total_ns()) return "steps: no batches";
+  const double t = static_cast<double>(s.total_ns());
+  char buf[256];
+  std::snprintf(buf, sizeof buf,
+                "steps: collect %2.0f%% unmap %2.0f%% copy %2.0f%% finalize %2.0f%% | %.1f us/batch, %.0f batches/run, %.1f pages/batch",
+                100.0 * static_cast<double>(s.collect_ns) / t, 100.0 * static_cast<double>(s.unmap_ns) / t,
+                100.0 * static_cast<double>(s.copy_ns) / t, 100.0 * static_cast<double>(s.finalize_ns) / t,
+                t / static_cast<double>(s.batches) / 1e3,
+                static_cast<double>(s.batches) / std::max(1u, s.runs),
+                static_cast<double>(s.pages_selected) / static_cast<double>(s.batches));
+  return buf;
 }
 
 char *managed(size_t bytes) {
@@ -311,13 +387,109 @@ json target_lines = json::array();
 struct Target {
   std::string name, baseline;
   double ratio, want;
-  bool at_most;  // ratio must be <= want (latency) instead of >= want
+  bool at_most;       // ratio must be <= want (latency) instead of >= want
+  std::string error;  // the baseline (or umrt) could not be measured: why
 };
 std::vector<Target> targets;
 
 void add_target(std::string name, std::string baseline, double ratio, double want, bool at_most) {
-  targets.push_back({std::move(name), std::move(baseline), ratio, want, at_most});
+  targets.push_back({std::move(name), std::move(baseline), ratio, want, at_most, {}});
 }
+void add_target_error(std::string name, std::string baseline, double want, std::string error) {
+  targets.push_back({std::move(name), std::move(baseline), 0.0, want, false, std::move(error)});
+}
+
+json failed_json(const std::string &error) { return json{{"failed", true}, {"error", error}}; }
+
+// ---- GPU baselines (cuda backend, CUDA build) ------------------------------------------------
+
+// A GPU baseline measured both ways, or why it failed.
+struct TwoWay {
+  bool failed = false;
+  std::string error;
+  Summary h2d, d2h;
+  bool exact = true;
+  std::string exact_error;
+};
+
+json two_way_json(const TwoWay &t) {
+  if (t.failed) return failed_json(t.error);
+  json j{{"h2d_gbps", to_json(t.h2d)}, {"d2h_gbps", to_json(t.d2h)}, {"data_exact", t.exact}};
+  if (!t.exact) j["data_error"] = t.exact_error;
+  return j;
+}
+
+std::string fmt_two_way(const TwoWay &t, double umrt_h2d, double umrt_d2h) {
+  if (t.failed) return "FAILED: " + t.error;
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "h->d %s  d->h %s  umrt/this h->d %.2f d->h %.2f  %s",
+                fmt_summary(t.h2d, "GB/s").c_str(), fmt_summary(t.d2h, "GB/s").c_str(), umrt_h2d / t.h2d.median,
+                umrt_d2h / t.d2h.median, t.exact ? "exact" : ("WRONG: " + t.exact_error).c_str());
+  return buf;
+}
+
+#if UMRT_BENCH_CUDA
+namespace gpu = bench::gpu;
+
+TwoWay failed_two_way(const std::string &why) {
+  TwoWay t;
+  t.failed = true;
+  t.error = why;
+  return t;
+}
+
+// Limit: one cudaMemcpyAsync of `bytes` each way between pinned host memory and cudaMalloc memory.
+TwoWay gpu_pinned_copy(size_t bytes) {
+  std::string why;
+  auto c = gpu::PinnedCopy::create(bytes, why);
+  if (!c) return failed_two_way(why);
+  std::vector<double> hd, dh;
+  for (unsigned r = 0; r < opt.warmup + opt.reps; ++r) {
+    double s1 = c->h2d(why);
+    if (s1 < 0) return failed_two_way(why);
+    double s2 = c->d2h(why);
+    if (s2 < 0) return failed_two_way(why);
+    double g1 = static_cast<double>(bytes) / s1 / 1e9, g2 = static_cast<double>(bytes) / s2 / 1e9;
+    if (r >= opt.warmup) hd.push_back(g1), dh.push_back(g2);
+    std::fprintf(stderr, "  [cuda pinned cudaMemcpyAsync] rep %u/%u%s: h->d %.2f GB/s, d->h %.2f GB/s\n", r + 1,
+                 opt.warmup + opt.reps, r < opt.warmup ? " (warm-up)" : "", g1, g2);
+  }
+  TwoWay t;
+  t.h2d = summarize(hd);
+  t.d2h = summarize(dh);
+  if (!c->exact(why)) t.exact = false, t.exact_error = why;
+  return t;
+}
+
+// Peer: cudaMallocManaged, populated on the host, moved with cudaMemPrefetchAsync each way.
+TwoWay gpu_managed_prefetch(size_t bytes) {
+  std::string why;
+  auto st = gpu::Stream::create(why);
+  if (!st) return failed_two_way(why);
+  auto m = gpu::Managed::create(bytes, why);
+  if (!m) return failed_two_way(why);
+  std::memset(m->data(), 0x5a, bytes);  // first touch on the host, as umrt's range
+  std::vector<double> hd, dh;
+  for (unsigned r = 0; r < opt.warmup + opt.reps; ++r) {
+    auto t0 = Clock::now();
+    if (!m->prefetch(0, bytes, true, st->get(), why) || !st->sync(why)) return failed_two_way(why);
+    auto t1 = Clock::now();
+    if (!m->prefetch(0, bytes, false, st->get(), why) || !st->sync(why)) return failed_two_way(why);
+    auto t2 = Clock::now();
+    double g1 = static_cast<double>(bytes) / secs(t1 - t0) / 1e9, g2 = static_cast<double>(bytes) / secs(t2 - t1) / 1e9;
+    if (r >= opt.warmup) hd.push_back(g1), dh.push_back(g2);
+    std::fprintf(stderr, "  [cudaMallocManaged + cudaMemPrefetchAsync] rep %u/%u%s: h->d %.2f GB/s, d->h %.2f GB/s\n",
+                 r + 1, opt.warmup + opt.reps, r < opt.warmup ? " (warm-up)" : "", g1, g2);
+  }
+  TwoWay t;
+  t.h2d = summarize(hd);
+  t.d2h = summarize(dh);
+  const char *p = m->data();
+  if (!(p[0] == 0x5a && p[bytes / 2] == 0x5a && p[bytes - 1] == 0x5a))
+    t.exact = false, t.exact_error = "managed data changed after the round trips";
+  return t;
+}
+#endif
 
 // ---- prefetch --------------------------------------------------------------------------------
 
@@ -333,6 +505,7 @@ void scenario_prefetch() {
   std::vector<double> hd, dh;
   double cold_hd = 0, cold_dh = 0;
   uint64_t batches_hd = 0, batches_dh = 0, moved_hd = 0, moved_dh = 0;
+  Steps steps_hd, steps_dh;
   for (unsigned r = 0; r < opt.warmup + opt.reps; ++r) {
     umrt_stats a = stats();
     auto t0 = Clock::now();
@@ -345,7 +518,11 @@ void scenario_prefetch() {
     double g1 = static_cast<double>(bytes) / secs(t1 - t0) / 1e9;
     double g2 = static_cast<double>(bytes) / secs(t2 - t1) / 1e9;
     if (r == 0) cold_hd = g1, cold_dh = g2;
-    if (r >= opt.warmup) hd.push_back(g1), dh.push_back(g2);
+    if (r >= opt.warmup) {
+      hd.push_back(g1), dh.push_back(g2);
+      steps_hd.add(a, b);
+      steps_dh.add(b, d);
+    }
     batches_hd = b.batches - a.batches;
     batches_dh = d.batches - b.batches;
     moved_hd = b.bytes_to_device - a.bytes_to_device;
@@ -393,6 +570,16 @@ void scenario_prefetch() {
   };
   Summary fl1 = summarize(fl(1)), fln = summarize(fl(engines));
   Summary shd = summarize(hd), sdh = summarize(dh);
+  // On cuda: the limit (raw pinned cudaMemcpyAsync) and the peer (cudaMallocManaged + prefetch).
+  std::optional<TwoWay> raw, mgd;
+  if (on_cuda()) {
+#if UMRT_BENCH_CUDA
+    raw = gpu_pinned_copy(bytes);
+    mgd = gpu_managed_prefetch(bytes);
+#else
+    raw = mgd = TwoWay{true, kNoCudaBaselines, {}, {}, true, {}};
+#endif
+  }
 
   std::printf("\n== prefetch (%s, %u copy engines) ==\n", human(bytes).c_str(), engines);
   std::printf("  umrt h->d             %s   cold first rep %.2f GB/s  (%llu batches, %llu MiB copied per rep)\n",
@@ -407,11 +594,36 @@ void scenario_prefetch() {
               fmt_summary(mvd, "GB/s").c_str(), shd.median / mvd.median);
   std::printf("  uffd floor 1 thread   %s   d->h ratio %.2f\n", fmt_summary(fl1, "GB/s").c_str(), sdh.median / fl1.median);
   std::printf("  uffd floor %u threads  %s   d->h ratio %.2f\n", engines, fmt_summary(fln, "GB/s").c_str(), sdh.median / fln.median);
+  if (raw) {
+    std::printf("  cuda raw cudaMemcpyAsync, pinned <-> cudaMalloc          %s\n", fmt_two_way(*raw, shd.median, sdh.median).c_str());
+    std::printf("  cuda cudaMallocManaged + cudaMemPrefetchAsync          %s\n", fmt_two_way(*mgd, shd.median, sdh.median).c_str());
+  }
   std::printf("  data %s\n", ok ? "exact" : "WRONG");
+  std::printf("  umrt h->d %s\n", steps_line(steps_hd).c_str());
+  std::printf("  umrt d->h %s\n", steps_line(steps_dh).c_str());
 
-  add_target("prefetch h->d >= 0.7x memcpy", "memcpy 1 thread", shd.median / mc1.median, 0.7, false);
-  add_target("prefetch d->h >= 0.8x bare UFFDIO_COPY floor", "uffd floor, " + std::to_string(engines) + " threads (one per copy engine)",
-             sdh.median / fln.median, 0.8, false);
+  if (!on_cuda()) {
+    add_target("prefetch h->d >= 0.7x memcpy", "memcpy 1 thread", shd.median / mc1.median, 0.7, false);
+    add_target("prefetch d->h >= 0.8x bare UFFDIO_COPY floor", "uffd floor, " + std::to_string(engines) + " threads (one per copy engine)",
+               sdh.median / fln.median, 0.8, false);
+  } else {
+    // issue 4 on a GPU: >= 0.9x raw pinned cudaMemcpyAsync each way, >= 1.0x managed + prefetch.
+    struct {
+      const char *name, *baseline;
+      const TwoWay &t;
+      bool h2d;
+      double want;
+    } const gt[] = {
+        {"prefetch h->d >= 0.9x raw cudaMemcpyAsync", "pinned -> cudaMalloc cudaMemcpyAsync", *raw, true, 0.9},
+        {"prefetch d->h >= 0.9x raw cudaMemcpyAsync", "cudaMalloc -> pinned cudaMemcpyAsync", *raw, false, 0.9},
+        {"prefetch h->d >= 1.0x managed + prefetch", "cudaMallocManaged + cudaMemPrefetchAsync", *mgd, true, 1.0},
+        {"prefetch d->h >= 1.0x managed + prefetch", "cudaMallocManaged + cudaMemPrefetchAsync", *mgd, false, 1.0},
+    };
+    for (const auto &g : gt) {
+      if (g.t.failed) add_target_error(g.name, g.baseline, g.want, g.t.error);
+      else add_target(g.name, g.baseline, g.h2d ? shd.median / g.t.h2d.median : sdh.median / g.t.d2h.median, g.want, false);
+    }
+  }
   results["prefetch"] = json{
       {"bytes", bytes},
       {"copy_engines", engines},
@@ -432,12 +644,32 @@ void scenario_prefetch() {
       {"ratio_d2h_vs_uffd_floor_1thread", sdh.median / fl1.median},
       {"ratio_d2h_vs_uffd_floor_nthreads", sdh.median / fln.median},
       {"data_exact", ok},
+      {"steps", {{"h2d", steps_json(steps_hd)}, {"d2h", steps_json(steps_dh)}}},
       {"notes",
        "memcpy: between two populated plain buffers. memcpy + MADV_DONTNEED: the same, then the "
        "source pages released (what a move adds on the host side; not a target). uffd floor: UFFDIO_COPY of 2 MiB runs from a "
        "populated buffer into a fresh registered anonymous range (no faults), the range split "
        "between threads. The first rep populates the sim arena (memfd first touch), later reps "
-       "reuse its chunks."}};
+       "reuse its chunks. steps: umrt_stats deltas of the protocol steps summed over the measured "
+       "reps (ns per step, summed over batches, so concurrent batches add up)."}};
+  if (raw) {
+    json &j = results["prefetch"];
+    j["cuda_pinned_memcpy"] = two_way_json(*raw);
+    j["cuda_managed_prefetch"] = two_way_json(*mgd);
+    auto ratio = [](double u, const TwoWay &t, bool h2d) {
+      return t.failed ? json(nullptr) : json(u / (h2d ? t.h2d.median : t.d2h.median));
+    };
+    j["ratio_h2d_vs_cuda_pinned_memcpy"] = ratio(shd.median, *raw, true);
+    j["ratio_d2h_vs_cuda_pinned_memcpy"] = ratio(sdh.median, *raw, false);
+    j["ratio_h2d_vs_cuda_managed_prefetch"] = ratio(shd.median, *mgd, true);
+    j["ratio_d2h_vs_cuda_managed_prefetch"] = ratio(sdh.median, *mgd, false);
+    j["cuda_notes"] =
+        "cuda_pinned_memcpy (the limit): one cudaMemcpyAsync of every byte between cudaHostAlloc "
+        "memory and cudaMalloc memory on a non-blocking stream, then cudaStreamSynchronize; wall "
+        "clock, as umrt's synchronous umrt_prefetch. cuda_managed_prefetch (the peer): "
+        "cudaMallocManaged memory first touched on the host, then cudaMemPrefetchAsync of the "
+        "whole range to the device and back, each followed by cudaStreamSynchronize.";
+  }
 }
 
 // ---- fault-seq / fault-rand ------------------------------------------------------------------
@@ -448,15 +680,21 @@ struct VariantResult {
   uint64_t faults_per_rep = 0;
   uint64_t slow_accesses_per_rep = 0;
   bool exact = true;
+  bool failed = false;  // a GPU peer that could not run: error says why
+  std::string error;
+  std::optional<Steps> steps;  // umrt only
 };
 
 json variant_json(const VariantResult &v, const char *lat_rule) {
-  return json{{"gbps", to_json(v.gbps)},
+  if (v.failed) return failed_json(v.error);
+  json j{{"gbps", to_json(v.gbps)},
               {"faults_per_rep", v.faults_per_rep},
               {"accesses_over_threshold_per_rep", v.slow_accesses_per_rep},
               {"fault_latency", latency_json(v.fault_lat_us)},
               {"latency_rule", lat_rule},
               {"data_exact", v.exact}};
+  if (v.steps) j["steps"] = steps_json(*v.steps);
+  return j;
 }
 
 void scenario_fault(bool random) {
@@ -485,6 +723,7 @@ void scenario_fault(bool random) {
     // umrt: the data on the device, the threads read it back
     {
       VariantResult &v = res["umrt"];
+      v.steps.emplace();
       std::vector<double> g;
       for (unsigned r = 0; r < opt.warmup + opt.reps; ++r) {
         check(umrt_prefetch(p, bytes, UMRT_LOCATION_DEVICE, nullptr), "prefetch to device");
@@ -499,6 +738,7 @@ void scenario_fault(bool random) {
           v.fault_lat_us.insert(v.fault_lat_us.end(), slow.begin(), slow.end());
           v.faults_per_rep = b.cpu_faults - a.cpu_faults;
           v.slow_accesses_per_rep = slow.size();
+          v.steps->add(a, b);
         }
         std::fprintf(stderr, "  [%s umrt %ut] rep %u: %.2f GB/s, %llu faults\n", name, th, r + 1, gb,
                      static_cast<unsigned long long>(b.cpu_faults - a.cpu_faults));
@@ -552,11 +792,50 @@ void scenario_fault(bool random) {
       }
       v.gbps = summarize(g);
     }
-    // TODO(cuda): peer = cudaMallocManaged with its pages on the GPU, read by the CPU.
+    // cuda: the peer cudaMallocManaged, its pages prefetched to the GPU before each rep, read by
+    // the same threads in the same order.
+    if (on_cuda()) {
+      VariantResult &v = res["cuda_managed"];
+#if UMRT_BENCH_CUDA
+      std::string why;
+      auto st = gpu::Stream::create(why);
+      auto m = st ? gpu::Managed::create(bytes, why) : nullptr;
+      if (m) std::memset(m->data(), 0x5a, bytes);
+      std::vector<double> g;
+      for (unsigned r = 0; m && r < opt.warmup + opt.reps; ++r) {
+        if (!m->prefetch(0, bytes, true, st->get(), why) || !st->sync(why)) {
+          m.reset();
+          break;
+        }
+        long f0 = minflt();
+        AccessResult ar = touch(m->data(), orders, false);
+        long f1 = minflt();
+        double gb = static_cast<double>(bytes) / ar.seconds / 1e9;
+        auto slow = over(ar.lat_us, thr);
+        v.exact = v.exact && ar.sum == expect;
+        if (r >= opt.warmup) {
+          g.push_back(gb);
+          v.fault_lat_us.insert(v.fault_lat_us.end(), slow.begin(), slow.end());
+          v.faults_per_rep = static_cast<uint64_t>(f1 - f0);
+          v.slow_accesses_per_rep = slow.size();
+        }
+        std::fprintf(stderr, "  [%s cudaMallocManaged %ut] rep %u: %.2f GB/s, %ld page faults\n", name, th, r + 1, gb, f1 - f0);
+      }
+      if (!m) v.failed = true, v.error = why;
+      v.gbps = summarize(g);
+#else
+      v.failed = true, v.error = kNoCudaBaselines;
+#endif
+    }
     const std::string bare_like = "bare_uffd_w" + std::to_string(random ? wmin : wmax);
     json jv = json::object();
     std::printf("  %u thread%s:\n", th, th > 1 ? "s" : "");
     for (auto &[k, v] : res) {
+      if (v.failed) {
+        std::printf("    %-16s FAILED: %s\n", k.c_str(), v.error.c_str());
+        jv[k] = variant_json(v, "");
+        continue;
+      }
       double ratio = res["umrt"].gbps.median / v.gbps.median;
       std::printf("    %-16s %s  faults/rep %7llu  fault latency p50 %8.1f us p99 %8.1f us (n=%zu)  umrt/this %.2f  %s\n",
                   k.c_str(), fmt_summary(v.gbps, "GB/s").c_str(),
@@ -566,6 +845,7 @@ void scenario_fault(bool random) {
                                             : "accesses slower than latency_threshold_us");
       if (k != "umrt") jv[k]["ratio_umrt_over_this"] = ratio;
     }
+    std::printf("    umrt %s\n", steps_line(*res["umrt"].steps).c_str());
     jv["like_for_like_bare"] = bare_like;
     jt[std::to_string(th)] = jv;
     if (!random && th == 1) {
@@ -595,7 +875,11 @@ void scenario_fault(bool random) {
        "of accesses slower than latency_threshold_us (their count is reported next to the "
        "faults served); for the kernel every access faults, so all accesses are counted. "
        "Sequential compares against the bare handler with umrt's window cap (umrt's window grows "
-       "to it on sequential access), random against its first window (a jump resets it)."}};
+       "to it on sequential access), random against its first window (a jump resets it). "
+       "cuda_managed (cuda backend only): cudaMallocManaged memory first touched on the host, "
+       "cudaMemPrefetchAsync of the whole range to the GPU before each rep, then the same reads; "
+       "its faults are ru_minflt deltas (the CPU faults the UVM driver serves). umrt steps: "
+       "umrt_stats deltas of the protocol steps over the measured reps."}};
 }
 
 // ---- fault-latency ---------------------------------------------------------------------------
@@ -622,6 +906,7 @@ void scenario_fault_latency() {
   std::vector<double> lu[2], lb[2], lk;
   uint64_t faults = 0;
   bool exact = true;
+  Steps steps[2];
   for (unsigned r = 0; r < opt.warmup + opt.reps; ++r) {
     for (int mode = 0; mode < 2; ++mode) {
       check(umrt_prefetch(p, blocks * kBlock, UMRT_LOCATION_DEVICE, nullptr), "prefetch to device");
@@ -652,6 +937,7 @@ void scenario_fault_latency() {
         lu[mode].insert(lu[mode].end(), ar.lat_us.begin(), ar.lat_us.end());
         lb[mode].insert(lb[mode].end(), br.lat_us.begin(), br.lat_us.end());
         faults = b.cpu_faults - a.cpu_faults;
+        steps[mode].add(a, b);
       }
       std::fprintf(stderr, "  [fault-latency %s] rep %u/%u: umrt p50 %.1f us, bare p50 %.1f us\n",
                    mode ? "one CPU" : "free", r + 1, opt.warmup + opt.reps, pct(ar.lat_us, 0.5),
@@ -676,6 +962,7 @@ void scenario_fault_latency() {
                 exact ? "exact" : "WRONG");
     std::printf("    bare uffd, w1     p50 %7.1f us  p99 %7.1f us  max %7.1f us  umrt/bare p50 %.2f\n",
                 pct(lb[mode], 0.5), pct(lb[mode], 0.99), mx(lb[mode]), ratio[mode]);
+    std::printf("    umrt %s\n", steps_line(steps[mode]).c_str());
   }
   std::printf("  kernel 1st touch    p50 %7.1f us  p99 %7.1f us  max %7.1f us  (reference: write fault, no uffd)\n",
               pct(lk, 0.5), pct(lk, 0.99), mx(lk));
@@ -692,6 +979,7 @@ void scenario_fault_latency() {
       {"ratio_p50_umrt_over_bare", ratio[0]},
       {"ratio_p50_umrt_over_bare_one_cpu", ratio[1]},
       {"data_exact", exact},
+      {"steps", {{"free_running", steps_json(steps[0])}, {"one_cpu", steps_json(steps[1])}}},
       {"notes",
        "One random page in each 2 MiB block, blocks in random order, one thread; every access "
        "faults and is timed. umrt and bare are paired: for each block its page is read through "
@@ -706,20 +994,109 @@ void scenario_fault_latency() {
 
 // ---- oversub ---------------------------------------------------------------------------------
 
+#if UMRT_BENCH_CUDA
+// A figure of the oversubscribed triad (one variant at one working-set point), or why it failed.
+struct TriadFigure {
+  bool failed = false;
+  std::string error;
+  Summary gbps, kernel_gbps;
+  bool exact = true;
+};
+
+json triad_json(const TriadFigure &t) {
+  if (t.failed) return failed_json(t.error);
+  return json{{"gbps", to_json(t.gbps)}, {"kernel_only_gbps", to_json(t.kernel_gbps)}, {"data_exact", t.exact}};
+}
+
+// The peers: cudaMallocManaged arrays (b, c first touched on the host, a never), the triad kernel
+// chunk by chunk on one stream, with (`prefetch`) or without a cudaMemPrefetchAsync of each
+// array's chunk to the GPU before its kernel. One stream synchronisation per rep.
+TriadFigure gpu_managed_triad(size_t arr, size_t chunk, bool prefetch, double f) {
+  TriadFigure o;
+  std::string why;
+  auto failed_now = [&] {
+    o.failed = true;
+    o.error = why;
+    return o;
+  };
+  auto st = gpu::Stream::create(why);
+  if (!st) return failed_now();
+  std::unique_ptr<gpu::Managed> m[3];
+  for (auto &x : m)
+    if (!(x = gpu::Managed::create(arr, why))) return failed_now();
+  const size_t n = arr / sizeof(double);
+  double *A = reinterpret_cast<double *>(m[0]->data()), *B = reinterpret_cast<double *>(m[1]->data()),
+         *C = reinterpret_cast<double *>(m[2]->data());
+  for (size_t i = 0; i < n; ++i) B[i] = 1.0, C[i] = 2.0;
+  gpu::KernelTimer kt;
+  std::vector<double> g, gk;
+  const char *tag = prefetch ? "cudaMallocManaged + prefetch" : "cudaMallocManaged, no prefetch";
+  for (unsigned r = 0; r < opt.warmup + opt.reps; ++r) {
+    kt.reset();
+    auto t0 = Clock::now();
+    for (size_t off = 0; off < arr; off += chunk) {
+      const size_t len = std::min(chunk, arr - off), lo = off / sizeof(double), cnt = len / sizeof(double);
+      if (prefetch)
+        for (auto &x : m)
+          if (!x->prefetch(off, len, true, st->get(), why)) return failed_now();
+      if (!kt.begin(st->get(), why)) return failed_now();
+      if (int e = umrt_kernels::triad(A + lo, B + lo, C + lo, 3.0, cnt, st->get())) {
+        why = std::string("umrt_kernels::triad: ") + umrt_kernels::error_string(e);
+        return failed_now();
+      }
+      if (!kt.end(st->get(), why)) return failed_now();
+    }
+    if (!st->sync(why)) return failed_now();
+    const double s = secs(Clock::now() - t0);
+    const double ks = kt.total(why);
+    if (ks < 0) return failed_now();
+    const double gb = 3.0 * static_cast<double>(arr) / s / 1e9;
+    if (r >= opt.warmup) g.push_back(gb), gk.push_back(3.0 * static_cast<double>(arr) / ks / 1e9);
+    std::fprintf(stderr, "  [oversub %.1fx %s] rep %u/%u: %.2f GB/s\n", f, tag, r + 1, opt.warmup + opt.reps, gb);
+  }
+  o.exact = A[0] == 7.0 && A[n - 1] == 7.0 && A[n / 2] == 7.0;  // read back on the CPU
+  o.gbps = summarize(g);
+  o.kernel_gbps = summarize(gk);
+  return o;
+}
+#endif
+
 void scenario_oversub() {
   const size_t dev = opt.device_memory;
   const size_t chunk = std::max<size_t>(kBlock, dev / 8 / kBlock * kBlock);  // per array
   umrt_config c = base_config();
   c.device_memory = dev;
   restart(c);
+  const bool gpu_triad = on_cuda() && kBuiltWithCuda;  // the triad is a GPU kernel
   const unsigned th = *std::max_element(opt.threads.begin(), opt.threads.end());
-  std::fprintf(stderr, "oversub: device %s, chunk %s per array, %u kernel threads\n", human(dev).c_str(),
-               human(chunk).c_str(), th);
-  std::printf("\n== oversub (STREAM triad a = b + s*c, device memory %s, %s chunks per array, %u threads) ==\n",
-              human(dev).c_str(), human(chunk).c_str(), th);
+  const std::string runner = gpu_triad ? "GPU kernel umrt_kernels::triad" : std::to_string(th) + " host threads";
+  std::fprintf(stderr, "oversub: device %s, chunk %s per array, triad on %s\n", human(dev).c_str(),
+               human(chunk).c_str(), runner.c_str());
+  std::printf("\n== oversub (STREAM triad a = b + s*c, device memory %s, %s chunks per array, %s) ==\n",
+              human(dev).c_str(), human(chunk).c_str(), runner.c_str());
+  if (on_cuda() && !gpu_triad) {  // host threads cannot run the triad on GPU memory
+    std::printf("  skipped: %s\n", kNoCudaBaselines);
+    results["oversub"] = failed_json(kNoCudaBaselines);
+    return;
+  }
+  // On cuda: umrt prefetches each chunk on this stream and the kernel follows on it.
+  void *stream = nullptr;
+#if UMRT_BENCH_CUDA
+  std::unique_ptr<gpu::Stream> gstream;
+  gpu::KernelTimer kt;
+  if (gpu_triad) {
+    std::string why;
+    gstream = gpu::Stream::create(why);
+    if (!gstream) die("oversub: umrt's stream: " + why);
+    stream = gstream->get();
+  }
+#endif
+  const std::vector<double> factors{0.5, 1.0, 1.5, 2.0, 2.5, 3.0};
+  std::vector<size_t> arrs;
   json pts = json::array();
-  for (double f : {0.5, 1.0, 1.5, 2.0, 2.5, 3.0}) {
+  for (double f : factors) {
     const size_t arr = std::max(kBlock, static_cast<size_t>(f * static_cast<double>(dev) / 3) / kBlock * kBlock);
+    arrs.push_back(arr);
     const size_t n = arr / sizeof(double);
     double *a = reinterpret_cast<double *>(managed(arr));
     double *b = reinterpret_cast<double *>(managed(arr));
@@ -728,31 +1105,53 @@ void scenario_oversub() {
     void *da = nullptr, *db = nullptr, *dc = nullptr;
     std::vector<double> g, gk;
     uint64_t ev = 0, moved = 0;
+    Steps steps;
     for (unsigned r = 0; r < opt.warmup + opt.reps; ++r) {
       umrt_stats s0 = stats();
       double kernel_s = 0;
+#if UMRT_BENCH_CUDA
+      kt.reset();
+#endif
       auto t0 = Clock::now();
       for (size_t off = 0; off < arr; off += chunk) {
         size_t len = std::min(chunk, arr - off);
         for (double *x : {a, b, cc})
-          check(umrt_prefetch(reinterpret_cast<char *>(x) + off, len, UMRT_LOCATION_DEVICE, nullptr), "prefetch");
+          check(umrt_prefetch(reinterpret_cast<char *>(x) + off, len, UMRT_LOCATION_DEVICE, stream), "prefetch");
         if (!da) {
           check(umrt_device_pointer(a, &da), "device_pointer");
           check(umrt_device_pointer(b, &db), "device_pointer");
           check(umrt_device_pointer(cc, &dc), "device_pointer");
         }
-        // TODO(cuda): launch the triad kernel from kernels/ on the device pointers instead.
-        auto k0 = Clock::now();
         size_t lo = off / sizeof(double), cnt = len / sizeof(double);
-        std::vector<std::thread> ts;
-        for (unsigned t = 0; t < th; ++t)
-          ts.emplace_back([=] {
-            double *A = static_cast<double *>(da), *B = static_cast<double *>(db), *C = static_cast<double *>(dc);
-            for (size_t i = lo + t * cnt / th; i < lo + (t + 1) * cnt / th; ++i) A[i] = B[i] + 3.0 * C[i];
-          });
-        for (auto &t : ts) t.join();
-        kernel_s += secs(Clock::now() - k0);
+        if (gpu_triad) {
+#if UMRT_BENCH_CUDA
+          std::string why;
+          if (!kt.begin(stream, why)) die("oversub: " + why);
+          if (int e = umrt_kernels::triad(static_cast<double *>(da) + lo, static_cast<const double *>(db) + lo,
+                                          static_cast<const double *>(dc) + lo, 3.0, cnt, stream))
+            die(std::string("oversub: umrt_kernels::triad on umrt device pointers: ") + umrt_kernels::error_string(e));
+          if (!kt.end(stream, why)) die("oversub: " + why);
+#endif
+        } else {
+          auto k0 = Clock::now();
+          std::vector<std::thread> ts;
+          for (unsigned t = 0; t < th; ++t)
+            ts.emplace_back([=] {
+              double *A = static_cast<double *>(da), *B = static_cast<double *>(db), *C = static_cast<double *>(dc);
+              for (size_t i = lo + t * cnt / th; i < lo + (t + 1) * cnt / th; ++i) A[i] = B[i] + 3.0 * C[i];
+            });
+          for (auto &t : ts) t.join();
+          kernel_s += secs(Clock::now() - k0);
+        }
       }
+#if UMRT_BENCH_CUDA
+      if (gpu_triad) {
+        std::string why;
+        if (int e = umrt_kernels::sync(stream)) die(std::string("oversub: triad on umrt memory: ") + umrt_kernels::error_string(e));
+        kernel_s = kt.total(why);
+        if (kernel_s < 0) die("oversub: " + why);
+      }
+#endif
       double s = secs(Clock::now() - t0);
       umrt_stats s1 = stats();
       double gb = 3.0 * static_cast<double>(arr) / s / 1e9;
@@ -761,6 +1160,7 @@ void scenario_oversub() {
         gk.push_back(3.0 * static_cast<double>(arr) / kernel_s / 1e9);
         ev = s1.evictions - s0.evictions;
         moved = (s1.bytes_to_device - s0.bytes_to_device) + (s1.bytes_to_host - s0.bytes_to_host);
+        steps.add(s0, s1);
       }
       std::fprintf(stderr, "  [oversub %.1fx] rep %u/%u: %.2f GB/s, %llu evictions\n", f, r + 1,
                    opt.warmup + opt.reps, gb, static_cast<unsigned long long>(s1.evictions - s0.evictions));
@@ -772,26 +1172,78 @@ void scenario_oversub() {
     std::printf("  %.1fx (%4zu MiB working set)  end to end %s  kernel only %s  %4llu evictions, %5llu MiB moved per rep  %s\n",
                 f, 3 * arr >> 20, fmt_summary(sg, "GB/s").c_str(), fmt_summary(sk, "GB/s").c_str(),
                 static_cast<unsigned long long>(ev), static_cast<unsigned long long>(moved >> 20), exact ? "exact" : "WRONG");
+    std::printf("        umrt %s\n", steps_line(steps).c_str());
     pts.push_back(json{{"oversubscription", f},
                        {"working_set_bytes", 3 * arr},
                        {"gbps", to_json(sg)},
                        {"kernel_only_gbps", to_json(sk)},
                        {"evictions_per_rep", ev},
                        {"bytes_moved_per_rep", moved},
-                       {"data_exact", exact}});
+                       {"data_exact", exact},
+                       {"steps", steps_json(steps)}});
   }
   results["oversub"] = json{
       {"device_memory", dev},
       {"chunk_bytes_per_array", chunk},
       {"threads", th},
+      {"triad", gpu_triad ? "gpu kernel" : "host threads"},
       {"points", pts},
       {"notes",
        "a = b + 3c over doubles; working set = 3 arrays; per rep, for each chunk: prefetch the "
-       "chunk of a, b and c to the device, then host threads run the triad through device "
-       "pointers. GB/s = working set bytes / rep time (prefetch + triad). b, c first touched on "
-       "the host once per point; a never touched before its first prefetch (zero-filled on the "
-       "device). Evicted chunks are punched out of the arena, so each reloaded chunk pays the "
-       "sim arena's first touch again."}};
+       "chunk of a, b and c to the device, then the triad runs through device pointers (sim: host "
+       "threads; cuda: the umrt_kernels::triad kernel on the stream the prefetches were issued on, "
+       "kernel-only time from CUDA events around each kernel). GB/s = working set bytes / rep time "
+       "(prefetch + triad). b, c first touched on the host once per point; a never touched before "
+       "its first prefetch (zero-filled on the device). sim: evicted chunks are punched out of the "
+       "arena, so each reloaded chunk pays the arena's first touch again. steps: umrt_stats deltas "
+       "over the measured reps (both directions: loads and evictions)."}};
+  if (!on_cuda()) return;
+
+  // cuda: the peers at the same working-set points, after umrt's, with the GPU's free memory cut
+  // to umrt's device memory (a cudaMalloc ballast), so that they are oversubscribed alike.
+  json &jo = results["oversub"];
+#if UMRT_BENCH_CUDA
+  std::string why;
+  auto ballast = gpu::Ballast::leave_free(dev, why);
+  if (ballast)
+    jo["cuda_peer_gpu_memory"] = json{{"free_before_bytes", ballast->free_before()},
+                                      {"ballast_bytes", ballast->held()},
+                                      {"free_for_peers_bytes", ballast->free_after()}};
+  else
+    jo["cuda_peer_gpu_memory"] = failed_json("ballast: " + why + " (peers run on the whole GPU)");
+  std::printf("  cuda peers (GPU free memory %s for them):\n",
+              ballast ? human(ballast->free_after() / kBlock * kBlock).c_str() : "not limited: ballast failed");
+  for (size_t i = 0; i < factors.size(); ++i) {
+    const double umrt_gb = jo["points"][i]["gbps"]["median"].get<double>();
+    json peers = json::object();
+    for (bool pf : {true, false}) {
+      TriadFigure t = gpu_managed_triad(arrs[i], chunk, pf, factors[i]);
+      const char *key = pf ? "cuda_managed_prefetch" : "cuda_managed_no_prefetch";
+      peers[key] = triad_json(t);
+      if (t.failed) {
+        std::printf("  %.1fx %-32s FAILED: %s\n", factors[i], key, t.error.c_str());
+        continue;
+      }
+      peers[key]["ratio_umrt_over_this"] = umrt_gb / t.gbps.median;
+      std::printf("  %.1fx %-32s end to end %s  kernel only %s  umrt/this %.2f  %s\n", factors[i], key,
+                  fmt_summary(t.gbps, "GB/s").c_str(), fmt_summary(t.kernel_gbps, "GB/s").c_str(),
+                  umrt_gb / t.gbps.median, t.exact ? "exact" : "WRONG");
+    }
+    jo["points"][i]["peers"] = peers;
+  }
+  jo["cuda_notes"] =
+      "peers: cudaMallocManaged arrays at the same working-set points, b and c first touched on "
+      "the host, the same umrt_kernels::triad kernel per chunk on one stream, one "
+      "cudaStreamSynchronize per rep; cuda_managed_prefetch issues cudaMemPrefetchAsync of each "
+      "array's chunk to the GPU before its kernel, cuda_managed_no_prefetch lets the GPU fault the "
+      "pages in. They run after umrt's points with a cudaMalloc ballast that leaves only the device "
+      "memory umrt was given free (cuda_peer_gpu_memory).";
+#else
+  for (size_t i = 0; i < factors.size(); ++i)
+    jo["points"][i]["peers"] = json{{"cuda_managed_prefetch", failed_json(kNoCudaBaselines)},
+                                    {"cuda_managed_no_prefetch", failed_json(kNoCudaBaselines)}};
+  std::printf("  cuda peers: %s\n", kNoCudaBaselines);
+#endif
 }
 
 // ---- batch-sweep -----------------------------------------------------------------------------
@@ -817,20 +1269,25 @@ void scenario_batch_sweep() {
   for (size_t span : spans) {
     std::vector<double> hd, dh;
     uint64_t batches = 0;
+    Steps steps_hd, steps_dh;
     for (unsigned r = 0; r < opt.warmup + opt.reps; ++r) {
       umrt_stats a = stats();
       auto t0 = Clock::now();
       for (size_t off = 0; off < total; off += span)
         check(umrt_prefetch(p + off, std::min(span, total - off), UMRT_LOCATION_DEVICE, nullptr), "prefetch");
       auto t1 = Clock::now();
+      umrt_stats m = stats();
+      auto t1b = Clock::now();
       for (size_t off = 0; off < total; off += span)
         check(umrt_prefetch(p + off, std::min(span, total - off), UMRT_LOCATION_HOST, nullptr), "prefetch");
       auto t2 = Clock::now();
       umrt_stats b = stats();
       if (r >= opt.warmup) {
         hd.push_back(static_cast<double>(total) / secs(t1 - t0) / 1e9);
-        dh.push_back(static_cast<double>(total) / secs(t2 - t1) / 1e9);
+        dh.push_back(static_cast<double>(total) / secs(t2 - t1b) / 1e9);
         batches = b.batches - a.batches;
+        steps_hd.add(a, m);
+        steps_dh.add(m, b);
       }
     }
     Summary shd = summarize(hd), sdh = summarize(dh);
@@ -838,14 +1295,20 @@ void scenario_batch_sweep() {
     std::printf("  span %5s  h->d %s  d->h %s  (%llu batches per rep, both ways)\n", human(span).c_str(),
                 fmt_summary(shd, "GB/s").c_str(), fmt_summary(sdh, "GB/s").c_str(),
                 static_cast<unsigned long long>(batches));
-    pts.push_back(json{{"span_bytes", span}, {"h2d_gbps", to_json(shd)}, {"d2h_gbps", to_json(sdh)}, {"batches_per_rep", batches}});
+    std::printf("              h->d %s\n              d->h %s\n", steps_line(steps_hd).c_str(), steps_line(steps_dh).c_str());
+    pts.push_back(json{{"span_bytes", span},
+                       {"h2d_gbps", to_json(shd)},
+                       {"d2h_gbps", to_json(sdh)},
+                       {"batches_per_rep", batches},
+                       {"steps", {{"h2d", steps_json(steps_hd)}, {"d2h", steps_json(steps_dh)}}}});
   }
   check(umrt_free(p), "umrt_free");
   results["batch-sweep"] = json{{"total_bytes", total},
                                 {"points", pts},
                                 {"notes",
                                  "The same total bytes moved each way in umrt_prefetch calls of `span` bytes "
-                                 "(synchronous). The arena is populated before the sweep."}};
+                                 "(synchronous). The arena is populated before the sweep. steps: umrt_stats "
+                                 "deltas of the protocol steps over the measured reps, per direction."}};
 }
 
 // ---- machine info ----------------------------------------------------------------------------
@@ -862,6 +1325,28 @@ std::string read_first(const char *path, const char *key) {
   return "";
 }
 
+// The GPU the cuda baselines ran on (from cudaGetDeviceProperties); a string when there is none.
+json gpu_json() {
+  if (!on_cuda()) return "none (" + backend_in_use + " backend)";
+#if UMRT_BENCH_CUDA
+  gpu::DeviceInfo d = gpu::device_info();
+  if (!d.ok) return failed_json(d.error);
+  char pci[32];
+  std::snprintf(pci, sizeof pci, "%04x:%02x:%02x", d.pci_domain, d.pci_bus, d.pci_device);
+  return json{{"name", d.name},
+              {"ordinal", d.ordinal},
+              {"compute_capability", std::to_string(d.cc_major) + "." + std::to_string(d.cc_minor)},
+              {"memory_bytes", d.total_memory},
+              {"free_memory_bytes_at_end", d.free_memory},
+              {"concurrent_managed_access", d.concurrent_managed_access},
+              {"pci_bus_id", pci},
+              {"cuda_driver_version", d.driver_version},
+              {"cuda_runtime_version", d.runtime_version}};
+#else
+  return json{{"name", "?"}, {"error", kNoCudaBaselines}};
+#endif
+}
+
 json machine() {
   char host[256] = {};
   gethostname(host, sizeof host - 1);
@@ -875,7 +1360,7 @@ json machine() {
               {"kernel", std::string(u.sysname) + " " + u.release},
               {"machine", u.machine},
               {"thp", read_first("/sys/kernel/mm/transparent_hugepage/enabled", nullptr)},
-              {"gpu", "none (sim backend)"}};  // TODO(cuda): device name, memory, link
+              {"gpu", gpu_json()}};
 }
 
 std::string now_utc() {
@@ -886,9 +1371,16 @@ std::string now_utc() {
 }
 
 void print_targets() {
-  std::printf("\n== issue 4 targets (sim) ==\n");
+  std::printf("\n== issue 4 targets (%s) ==\n", backend_in_use.c_str());
   json arr = json::array();
   for (const auto &t : targets) {
+    if (!t.error.empty()) {
+      std::printf("ERROR %-52s baseline could not be measured (vs %s): %s\n", t.name.c_str(), t.baseline.c_str(),
+                  t.error.c_str());
+      arr.push_back(json{{"target", t.name}, {"baseline", t.baseline}, {"ratio", nullptr}, {"want", t.want},
+                         {"at_most", t.at_most}, {"pass", nullptr}, {"error", t.error}});
+      continue;
+    }
     bool pass = t.at_most ? t.ratio <= t.want : t.ratio >= t.want;
     std::string miss;
     if (!pass) {
@@ -911,7 +1403,22 @@ void print_targets() {
 
 int main(int argc, char **argv) {
   CLI::App app{"umrt-bench: umrt migration throughput and latency next to memcpy, the kernel's "
-               "fault path and a bare userfaultfd handler"};
+               "fault path and a bare userfaultfd handler, and on the cuda backend next to raw "
+               "cudaMemcpyAsync and cudaMallocManaged"};
+  app.footer(std::string(
+                 "Scenarios and their baselines (every backend: the host ones; cuda backend: also the GPU ones):\n"
+                 "  prefetch       memcpy (1 and N threads), memcpy + MADV_DONTNEED, UFFDIO_COPY floor;\n"
+                 "                 GPU: raw cudaMemcpyAsync pinned <-> cudaMalloc (limit), cudaMallocManaged +\n"
+                 "                 cudaMemPrefetchAsync (peer), each way\n"
+                 "  fault-seq,     kernel anonymous first touch, bare userfaultfd handler (windows 4 and 512);\n"
+                 "  fault-rand     GPU: cudaMallocManaged with its pages on the GPU, read by the CPU threads\n"
+                 "  fault-latency  bare userfaultfd handler (window 1), kernel first touch; no GPU peer\n"
+                 "  oversub        no host baseline (sim: the triad runs on host threads); GPU: the triad is\n"
+                 "                 a kernel, peers cudaMallocManaged with and without cudaMemPrefetchAsync per chunk\n"
+                 "  batch-sweep    umrt only, no baseline, no GPU peer\n"
+                 "This build: ") +
+             (kBuiltWithCuda ? "with the GPU baselines (they run when the backend in use is cuda; UMRT_BACKEND)"
+                             : "without the GPU baselines (no CUDA in the build)"));
   const std::vector<std::string> names{"prefetch", "fault-seq", "fault-rand", "fault-latency",
                                        "oversub", "batch-sweep", "all"};
   app.add_option("scenario", opt.scenario, "prefetch|fault-seq|fault-rand|fault-latency|oversub|batch-sweep|all")
@@ -921,7 +1428,7 @@ int main(int argc, char **argv) {
   app.add_option("--size", size_s,
                  "bytes per scenario (K/M/G suffixes); default per scenario: prefetch 1G, fault-seq "
                  "256M, fault-rand 64M, fault-latency 512M, batch-sweep 64M total");
-  app.add_option("--threads", opt.threads, "CPU reader thread counts, e.g. 1,2 (oversub uses the largest)")
+  app.add_option("--threads", opt.threads, "CPU reader thread counts, e.g. 1,2 (oversub on sim: the triad's host threads, the largest)")
       ->delimiter(',')
       ->check(CLI::Range(1u, 256u))
       ->capture_default_str();
@@ -953,6 +1460,7 @@ int main(int argc, char **argv) {
   if (want("batch-sweep")) scenario_batch_sweep();
   const char *backend = umrt_backend_name();
   std::string backend_s = backend ? backend : "?";
+  backend_in_use = backend_s;
   umrt_shutdown();
   print_targets();
   std::fprintf(stderr, "umrt-bench: done in %.1f s\n", secs(Clock::now() - t0));

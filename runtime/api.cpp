@@ -88,15 +88,20 @@ class Call {
   umrt_status st_ = UMRT_SUCCESS;
 };
 
-umrt_status from_errno(int rc, const char *what) {
+// A runtime error code as a status + message; `be`: the backend whose own words (a CUDA error
+// string) are appended when it has any.
+umrt_status from_errno(int rc, const char *what, Backend *be = nullptr) {
+  if (rc == 0) return UMRT_SUCCESS;
+  std::string detail = be ? be->take_error_text() : std::string();
+  if (!detail.empty()) detail = std::string(" [") + be->name() + ": " + detail + "]";
+  const char *d = detail.c_str();
   switch (rc) {
-    case 0: return UMRT_SUCCESS;
     case -ENOMEM:
       return set_error(UMRT_ERROR_OUT_OF_MEMORY,
-                       "%s: device memory exhausted even after eviction (or frame allocation failed)", what);
-    case -EIO: return set_error(UMRT_ERROR_BACKEND, "%s: a device copy failed; the pages stayed where they were", what);
+                       "%s: device memory exhausted even after eviction (or frame allocation failed)%s", what, d);
+    case -EIO: return set_error(UMRT_ERROR_BACKEND, "%s: a device operation failed; the pages stayed where they were%s", what, d);
     case -EBUSY: return set_error(UMRT_ERROR_BACKEND, "%s: pages stayed locked by another migration", what);
-    default: return set_error(UMRT_ERROR_BACKEND, "%s: %s", what, strerror(-rc));
+    default: return set_error(UMRT_ERROR_BACKEND, "%s: %s%s", what, strerror(-rc), d);
   }
 }
 
@@ -196,7 +201,9 @@ umrt_status umrt_malloc(void **ptr, size_t size) {
   if (rc) {
     rt.uffd.unregister_range(start, r->map_bytes);
     munmap(start, r->map_bytes);
-    return set_error(UMRT_ERROR_OUT_OF_MEMORY, "umrt_malloc: device window: %s", strerror(-rc));
+    std::string d = rt.backend->take_error_text();
+    return set_error(rc == -ENOMEM ? UMRT_ERROR_OUT_OF_MEMORY : UMRT_ERROR_BACKEND, "umrt_malloc: device window: %s%s%s",
+                     strerror(-rc), d.empty() ? "" : ": ", d.c_str());
   }
   std::vector<RangePtr> stale = rt.ranges.insert(r);
   if (!stale.empty()) {
@@ -237,8 +244,11 @@ umrt_status umrt_free(void *ptr) {
   return UMRT_SUCCESS;
 }
 
+// Stream order (cuda; on sim device work is synchronous host code): to the device, the call
+// returns once the data is there, so every kernel enqueued on `stream` afterwards sees it; to the
+// host, the call first waits for the work already queued on `stream` (the device source step of
+// every to-host batch then waits for all device work, which covers the other streams).
 umrt_status umrt_prefetch(const void *ptr, size_t size, umrt_location dst, void *stream) {
-  (void)stream;  // sim: every copy completes before return, which satisfies stream order
   const int where = enum_int(dst);
   if (where != UMRT_LOCATION_HOST && where != UMRT_LOCATION_DEVICE)
     return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_prefetch: location %d is neither HOST nor DEVICE", where);
@@ -250,9 +260,13 @@ umrt_status umrt_prefetch(const void *ptr, size_t size, umrt_location dst, void 
   uintptr_t a = reinterpret_cast<uintptr_t>(ptr);
   size_t first = ref->page_of(a);
   size_t last = ref->page_of(a + size - 1);
+  Backend *be = call.rt().backend.get();
+  if (where == UMRT_LOCATION_HOST) {
+    if (int rc = be->stream_sync(stream)) return from_errno(rc, "umrt_prefetch: waiting for the stream", be);
+  }
   int rc = migrate_span(call.rt(), *ref.get(), first, last + 1 - first,
                         where == UMRT_LOCATION_DEVICE ? Dir::to_device : Dir::to_host, Why::prefetch);
-  return from_errno(rc, "umrt_prefetch");
+  return from_errno(rc, "umrt_prefetch", be);
 }
 
 umrt_status umrt_device_pointer(const void *ptr, void **dptr) {

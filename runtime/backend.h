@@ -1,4 +1,4 @@
-// backend.h — the one device interface every backend implements (sim, later cuda).
+// backend.h — the one device interface every backend implements (sim, cuda).
 //
 // Shape after RAPIDS rmm: public non-virtual functions check arguments and trace, then call the
 // private virtual do_* hooks. Device memory is handed out by DevMem in 2 MiB chunks identified
@@ -8,7 +8,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
+#include <mutex>
+#include <string>
 
 #include "common.h"
 
@@ -60,7 +63,12 @@ class Backend {
   int transfer(CopyOp *ops, size_t n, Installer *inst);
   // Make device-resident data stable: wait for device work that may still write it.
   int device_sync() { return do_device_sync(); }
+  // Wait for the work queued on a user stream (a cudaStream_t on cuda; nullptr: no-op).
+  int stream_sync(void *stream) { return stream ? do_stream_sync(stream) : 0; }
   int inject(InjectKind k, uint64_t nth, uint64_t count) { return do_inject(k, nth, count); }
+  // The device library's own words for the last failure (e.g. a CUDA error string), once: the
+  // text is cleared by reading it; "" if none.
+  std::string take_error_text() { return do_take_error_text(); }
 
  private:
   virtual const char *do_name() const = 0;
@@ -73,8 +81,41 @@ class Backend {
   virtual int do_frames_alloc(size_t npages) = 0;
   virtual int do_transfer(CopyOp *ops, size_t n, Installer *inst) = 0;
   virtual int do_device_sync() = 0;
+  virtual int do_stream_sync(void *stream) = 0;
   virtual int do_inject(InjectKind k, uint64_t nth, uint64_t count) = 0;
+  virtual std::string do_take_error_text() { return {}; }
 };
+
+// Fault injection shared by the backends: operations are numbered from 1 after each arm();
+// those in [from, from + count) fail.
+struct Injector {
+  std::mutex m;
+  uint64_t seen = 0, from = 0, until = 0;
+  void arm(uint64_t nth, uint64_t count) {
+    std::lock_guard g(m);
+    from = seen + nth;
+    until = from + count;
+  }
+  bool hit() {
+    std::lock_guard g(m);
+    ++seen;
+    return seen >= from && seen < until;
+  }
+};
+
+// Copy out of user memory (a host->device source). A CPU writer may legitimately write a page
+// while it is copied, after cancelling that page's migration (the torn copy is then discarded;
+// see docs/design.md). ThreadSanitizer cannot see that protocol (the ordering is the kernel's
+// write-protect), so under TSan the copy is an uninstrumented word loop instead of memcpy.
+#if defined(__SANITIZE_THREAD__)
+__attribute__((no_sanitize("thread"), noinline)) inline void copy_user_pages(void *dst, const void *src, size_t n) {
+  auto *d = static_cast<volatile uint64_t *>(dst);
+  auto *s = static_cast<const volatile uint64_t *>(src);
+  for (size_t i = 0; i < n / sizeof(uint64_t); ++i) d[i] = s[i];
+}
+#else
+inline void copy_user_pages(void *dst, const void *src, size_t n) { std::memcpy(dst, src, n); }
+#endif
 
 struct SimOptions {
   uint64_t capacity;
@@ -84,5 +125,14 @@ struct SimOptions {
 };
 // Create the simulated device. Returns nullptr with *err set on failure.
 std::unique_ptr<Backend> make_sim_backend(const SimOptions &o, int *err);
+
+struct CudaOptions {
+  uint64_t capacity;  // bytes; 0 = 90% of the GPU's free memory
+  unsigned engines;   // copy threads (each with its own stream and staging slots)
+};
+// Create the CUDA backend on the calling thread's current device. Returns nullptr with *why
+// saying what is missing (no driver, no GPU, no virtual memory management, ...). Only defined
+// when the library is built with the CUDA toolkit (UMRT_HAVE_CUDA).
+std::unique_ptr<Backend> make_cuda_backend(const CudaOptions &o, std::string *why);
 
 }  // namespace umrt::rt

@@ -20,7 +20,10 @@ void DevMem::init(Backend *be, EvictFn fn, void *ctx) {
 
 void DevMem::shutdown() {
   std::lock_guard g(mu_);
-  for (auto &p : packs_) be_->window_destroy(&p->pack_window);
+  for (auto &p : packs_) {
+    free_chunk_locked(p.get());  // a device VA range is freed only once nothing is mapped in it
+    be_->window_destroy(&p->pack_window);
+  }
   packs_.clear();
   lru_.clear();
 }

@@ -4,7 +4,9 @@
 // few streams per range are tracked, so several sequential readers each get their window). NONE pages in the window are zero-filled. Duplicate faults on pages already mapped are
 // woken, not re-served. Write-protect faults on pages a host->device batch holds either cancel
 // that page's migration (and let the writer go at once) or wait for the batch, per policy.
-// UNMAP events mark the pages GONE. Never throws; never touches managed memory itself.
+// UNMAP events mark the pages GONE. A page whose device copy keeps failing to come back is
+// poisoned after kGiveUpAfter attempts (SIGBUS), never retried forever. Never throws; never
+// touches managed memory itself.
 #include <linux/userfaultfd.h>
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -13,6 +15,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "batch.h"
@@ -21,6 +25,9 @@ namespace umrt::rt {
 namespace {
 
 constexpr size_t kMaxMsgs = 64;
+// A page whose device->host copy failed this many times in a row is given up: the faulting
+// thread gets SIGBUS instead of re-faulting forever (a device in a sticky error state).
+constexpr uint32_t kGiveUpAfter = 32;
 
 struct Group {
   RangeRef ref;
@@ -48,7 +55,20 @@ void serve_host_page(Runtime &rt, Range &r, size_t page) {
   rt.uffd.wake(r.addr(page), kPageSize);
 }
 
-void serve_group(Runtime &rt, Group &g) {
+// Consecutive failed device->host copies per faulting page address (fault thread only).
+using FailCounts = std::unordered_map<uintptr_t, uint32_t>;
+
+void give_up(Runtime &rt, Range &r, size_t page, int rc) {
+  std::string why = rt.backend->take_error_text();
+  int prc = rt.uffd.poison(r.addr(page), kPageSize);
+  log(Level::error,
+      "page %p: its device copy could not be brought back after %u attempts (%s%s%s); the "
+      "faulting thread gets SIGBUS%s",
+      r.addr(page), kGiveUpAfter, strerror(-rc), why.empty() ? "" : ": ", why.c_str(),
+      prc ? " (poisoning failed: it will keep faulting)" : "");
+}
+
+void serve_group(Runtime &rt, Group &g, FailCounts &fails) {
   Range &r = *g.ref.get();
   std::sort(g.pages.begin(), g.pages.end());
   g.pages.erase(std::unique(g.pages.begin(), g.pages.end()), g.pages.end());
@@ -72,12 +92,23 @@ void serve_group(Runtime &rt, Group &g) {
   const size_t end = std::min(bend, std::max(hi, lo + st->window));
   st->next = end;
   rt.stats.add(rt.stats.fault_groups, 1);
-  run_batch(rt, r, lo, end - lo, Dir::to_host, g.write ? Why::fault_write : Why::fault, false, nullptr);
+  const int rc = run_batch(rt, r, lo, end - lo, Dir::to_host, g.write ? Why::fault_write : Why::fault, false, nullptr);
   // Faulting pages the batch did not map: HOST pages are duplicates (or discarded copies);
-  // pages still locked or still on the device retry through the batch's wake.
+  // pages still locked or still on the device retry through the batch's wake, unless their
+  // copy keeps failing.
   for (size_t p : g.pages) {
     uint64_t e = r.entries[p].load(std::memory_order_acquire);
     if (e & entry::GONE) continue;
+    const bool failed = rc && rc != -EAGAIN && entry::loc(e) == Loc::DEVICE && !entry::locked(e);
+    if (failed) {
+      if (++fails[reinterpret_cast<uintptr_t>(r.addr(p))] >= kGiveUpAfter) {
+        fails.erase(reinterpret_cast<uintptr_t>(r.addr(p)));
+        give_up(rt, r, p, rc);
+        continue;
+      }
+    } else if (!fails.empty()) {
+      fails.erase(reinterpret_cast<uintptr_t>(r.addr(p)));
+    }
     if (entry::loc(e) == Loc::HOST) serve_host_page(rt, r, p);
     else if (!entry::locked(e)) rt.uffd.wake(r.addr(p), kPageSize);
   }
@@ -146,6 +177,7 @@ void FaultService::loop() {
   Uffd::mark_fault_service_thread();
   uffd_msg msgs[kMaxMsgs];
   std::vector<Group> groups;
+  FailCounts fails;
   pollfd pfd[2] = {{rt.uffd.fd(), POLLIN, 0}, {stop_fd_, POLLIN, 0}};
   for (;;) {
     int pr = poll(pfd, 2, -1);
@@ -194,7 +226,8 @@ void FaultService::loop() {
       it->pages.push_back(page);
       if (m.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE) it->write = true;
     }
-    for (Group &g : groups) serve_group(rt, g);
+    if (fails.size() > 4096) fails.clear();  // stale addresses of freed ranges; bounded
+    for (Group &g : groups) serve_group(rt, g, fails);
     groups.clear();  // drop the range references before blocking again
   }
 }

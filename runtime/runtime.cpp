@@ -17,29 +17,45 @@ namespace umrt::rt {
 umrt_status Runtime::start(const umrt_config &c) {
   cfg = c;
   set_log_level(static_cast<Level>(cfg.log_level));
-  if (cfg.backend == UMRT_BACKEND_CUDA)
-    return set_error(UMRT_ERROR_NO_DEVICE,
-                     "UMRT_BACKEND=cuda: this build has no usable CUDA backend (not built in, or "
-                     "no GPU); use UMRT_BACKEND=sim or auto");
   int rc = uffd.open();
   if (rc)
     return set_error(UMRT_ERROR_NOT_SUPPORTED,
                      "userfaultfd is not available: %s (needs Linux >= 5.7 with write-protect "
                      "support, and root, /dev/userfaultfd access or vm.unprivileged_userfaultfd=1)",
                      strerror(-rc));
-  uint64_t cap = cfg.device_memory ? cfg.device_memory : kSimDefaultDeviceMemory;
-  cap = cap / kBlockSize * kBlockSize;
-  if (cap == 0)
+  if (cfg.device_memory && cfg.device_memory < kBlockSize)
     return set_error(UMRT_ERROR_INVALID_VALUE, "device memory %llu bytes is below one 2 MiB chunk",
                      static_cast<unsigned long long>(cfg.device_memory));
-  if (cap / kBlockSize > UINT32_MAX - 1)
+  if (cfg.device_memory / kBlockSize > UINT32_MAX - 1)
     return set_error(UMRT_ERROR_INVALID_VALUE, "device memory too large");
+  const uint64_t asked = cfg.device_memory / kBlockSize * kBlockSize;  // 0: the backend's default
+  // auto: cuda when a GPU is usable, else sim. cuda asked for and unusable: NO_DEVICE, why.
+  if (cfg.backend == UMRT_BACKEND_CUDA || cfg.backend == UMRT_BACKEND_AUTO) {
+#if UMRT_HAVE_CUDA
+    std::string why;
+    backend = make_cuda_backend(CudaOptions{asked, cfg.copy_threads}, &why);
+    if (!backend) {
+      if (cfg.backend == UMRT_BACKEND_CUDA)
+        return set_error(UMRT_ERROR_NO_DEVICE, "UMRT_BACKEND=cuda: %s", why.c_str());
+      log(Level::info, "auto: cuda backend not usable (%s): using sim", why.c_str());
+    }
+#else
+    if (cfg.backend == UMRT_BACKEND_CUDA)
+      return set_error(UMRT_ERROR_NO_DEVICE,
+                       "UMRT_BACKEND=cuda: this build has no CUDA backend (built without the CUDA "
+                       "toolkit); use UMRT_BACKEND=sim or auto");
+#endif
+  }
+  if (!backend) {
+    const uint64_t cap = asked ? asked : kSimDefaultDeviceMemory;
+    SimOptions so{cap, cfg.copy_threads, cfg.sim_bandwidth_gbps, cfg.sim_latency_us};
+    backend = make_sim_backend(so, &rc);
+    if (!backend)
+      return set_error(UMRT_ERROR_NO_DEVICE, "sim backend: arena of %llu bytes: %s",
+                       static_cast<unsigned long long>(cap), strerror(-rc));
+  }
+  const uint64_t cap = backend->capacity();
   cfg.device_memory = cap;
-  SimOptions so{cap, cfg.copy_threads, cfg.sim_bandwidth_gbps, cfg.sim_latency_us};
-  backend = make_sim_backend(so, &rc);
-  if (!backend)
-    return set_error(UMRT_ERROR_NO_DEVICE, "sim backend: arena of %llu bytes: %s",
-                     static_cast<unsigned long long>(cap), strerror(-rc));
   // Test hooks for programs that cannot call umrt_inject_failure: fail the nth allocation / copy.
   struct Hook { const char *env; InjectKind kind; } hooks[] = {
       {"UMRT_SIM_FAIL_ALLOC", InjectKind::alloc}, {"UMRT_SIM_FAIL_COPY", InjectKind::copy}};

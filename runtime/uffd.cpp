@@ -19,6 +19,16 @@
 #ifndef USERFAULTFD_IOC_NEW
 #define USERFAULTFD_IOC_NEW _IO(0xAA, 0x00)
 #endif
+// UFFDIO_POISON arrived in Linux 6.6; Debian 12's headers are 6.1.
+#ifndef UFFDIO_POISON
+#define _UFFDIO_POISON (0x08)
+struct uffdio_poison {
+  struct uffdio_range range;
+  __u64 mode;
+  __s64 updated;
+};
+#define UFFDIO_POISON _IOWR(UFFDIO, _UFFDIO_POISON, struct uffdio_poison)
+#endif
 
 namespace umrt::rt {
 
@@ -165,6 +175,13 @@ int Uffd::write_protect(void *addr, size_t len, bool wp, bool dontwake) {
     if (ioctl(fd_, UFFDIO_WRITEPROTECT, &w) == 0) return 0;
     if (errno != EAGAIN || !retry_eagain()) return -errno;
   }
+}
+
+int Uffd::poison(void *addr, size_t len) {
+  uffdio_poison p{};
+  p.range.start = reinterpret_cast<uintptr_t>(addr);
+  p.range.len = len;
+  return ioctl(fd_, UFFDIO_POISON, &p) < 0 ? -errno : 0;
 }
 
 int Uffd::wake(void *addr, size_t len) {

@@ -1,5 +1,5 @@
 // uffd.h — the platform layer over userfaultfd: open, register, and the ioctls the protocol
-// uses (COPY, ZEROPAGE, WRITEPROTECT, WAKE). Every call returns 0 or -errno; nothing throws.
+// uses (COPY, ZEROPAGE, WRITEPROTECT, WAKE, POISON). Every call returns 0 or -errno; nothing throws.
 #pragma once
 
 #include <cstddef>
@@ -30,6 +30,9 @@ class Uffd {
   int zeropage(void *dst, size_t len, bool dontwake, size_t *done);
   int write_protect(void *addr, size_t len, bool wp, bool dontwake = false);
   int wake(void *addr, size_t len);
+  // Install poison markers (Linux >= 6.6): the faulting thread, and any later access, gets
+  // SIGBUS. For pages whose only copy cannot be read back (a device that keeps failing).
+  int poison(void *addr, size_t len);
 
   // Called once by the fault service thread: on it, EAGAIN (a user munmap in progress) is
   // returned instead of retried, since only this thread can let the munmap finish.

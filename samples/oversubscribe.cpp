@@ -5,17 +5,26 @@
 // host by itself. At the end the CPU checks every element (device-resident chunks fault back)
 // and the sample prints the evictions and the rates.
 //
-// As in vector_add, the "kernel" is host threads over umrt_device_pointer() addresses, which is
-// how the sim backend's device memory is used; so this sample asks for the sim backend unless
-// UMRT_BACKEND names another.
+// The triad depends on the backend (umrt_backend_name()):
+// - cuda: the real GPU kernel umrt_kernels::triad (kernels/) on a cudaStream_t the sample
+//   creates; each chunk is prefetched with umrt_prefetch(..., UMRT_LOCATION_DEVICE, stream) and
+//   the kernel is queued right behind it on that stream. The sample waits for each chunk's kernel
+//   before the next chunk, so that the table can split prefetch and kernel time.
+// - sim: host threads over umrt_device_pointer() addresses (the sim backend's device memory is
+//   host-addressable), after synchronous prefetches.
+// The GPU path is compiled in when the sample is built with CUDA (UMRT_SAMPLES_CUDA, set by
+// samples/CMakeLists.txt with umrt::kernels); then the backend is whatever UMRT_BACKEND picks
+// (auto: cuda when a GPU is usable, else sim). Built without CUDA the sample asks for the sim
+// backend unless UMRT_BACKEND names another, and refuses UMRT_BACKEND=cuda.
 //
 //   oversubscribe [--device-memory BYTES] [--size BYTES] [--chunk BYTES] [--threads T]
-//     --device-memory  device capacity to configure (default 256M)
+//     --device-memory  device capacity to configure (default 256M, also on a GPU)
 //     --size           working set, all three arrays (default 3x the reported capacity)
 //     --chunk          bytes of each array per step (default 32M)
 //
-// Exit status: 0 success, 1 a wrong element or no eviction happened, 2 a umrt error (or bad
-// arguments).
+// Exit status: 0 success, 1 a wrong element or no eviction happened, 2 a umrt or CUDA error (or
+// bad arguments), 77 skipped: UMRT_BACKEND=cuda was asked for and no GPU is usable (the reason on
+// stderr).
 #include <umrt/umrt.h>
 #include <umrt/umrt.hpp>
 
@@ -27,8 +36,20 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <initializer_list>
+#include <optional>
+#include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
+
+#if defined(UMRT_SAMPLES_CUDA) && UMRT_SAMPLES_CUDA
+#include <cuda_runtime.h>
+#include <umrt_kernels.h>
+#define OVERSUBSCRIBE_GPU 1
+#else
+#define OVERSUBSCRIBE_GPU 0
+#endif
 
 namespace {
 
@@ -79,6 +100,129 @@ void parallel_for(std::size_t first, std::size_t last, unsigned threads, Body bo
   for (std::thread &t : pool) t.join();
 }
 
+// Seconds spent in the chunk loop's two phases, summed over the chunks.
+struct loop_times {
+  double prefetch = 0, kernel = 0;
+};
+
+// True when the first and last page of elements [first, first + count) of every buffer is on the
+// device; else says which chunk is not.
+bool chunk_on_device(std::initializer_list<const umrt::buffer<float> *> bufs, std::size_t first,
+                     std::size_t count) {
+  for (const umrt::buffer<float> *buf : bufs) {
+    if (buf->where(first) != umrt::location::device ||
+        buf->where(first + count - 1) != umrt::location::device) {
+      std::fprintf(stderr, "oversubscribe: chunk at element %zu is not on the device after "
+                   "umrt_prefetch\n", first);
+      return false;
+    }
+  }
+  return true;
+}
+
+// One chunk on the sim backend: synchronous prefetches, then the triad as host threads over the
+// chunk's device addresses. Returns 1 when the chunk is not on the device, else 0.
+int chunk_on_sim(const umrt::buffer<float> &a, const umrt::buffer<float> &b,
+                 const umrt::buffer<float> &c, std::size_t first, std::size_t count,
+                 unsigned nthreads, loop_times *t) {
+  // Stage the chunk on the device; when device memory runs out umrt evicts older chunks.
+  auto t0 = clock_type::now();
+  b.prefetch(umrt::location::device, first, count);
+  c.prefetch(umrt::location::device, first, count);
+  a.prefetch(umrt::location::device, first, count);
+  t->prefetch += seconds_since(t0);
+  if (!chunk_on_device({&a, &b, &c}, first, count)) return 1;
+  // The triad on the device: device addresses of this chunk (valid while it is resident).
+  float *da = a.device_data(first);
+  const float *db = b.device_data(first);
+  const float *dc = c.device_data(first);
+  t0 = clock_type::now();
+  parallel_for(0, count, nthreads, [&](std::size_t f, std::size_t l) {
+    for (std::size_t i = f; i < l; ++i) da[i] = db[i] + kScalar * dc[i];
+  });
+  t->kernel += seconds_since(t0);
+  return 0;
+}
+
+#if OVERSUBSCRIBE_GPU
+// A failed CUDA call ends the sample (exit 2) with cudaGetErrorString's text.
+void cuda_check(cudaError_t err, const char *what) {
+  if (err != cudaSuccess)
+    throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(err));
+}
+
+// A stream and an event owned for a scope; a failed destroy is reported, not thrown.
+class cuda_stream {
+ public:
+  cuda_stream() { cuda_check(cudaStreamCreate(&s_), "cudaStreamCreate"); }
+  ~cuda_stream() {
+    if (cudaError_t err = cudaStreamDestroy(s_); err != cudaSuccess)
+      std::fprintf(stderr, "oversubscribe: cudaStreamDestroy: %s\n", cudaGetErrorString(err));
+  }
+  cuda_stream(const cuda_stream &) = delete;
+  cuda_stream &operator=(const cuda_stream &) = delete;
+  cudaStream_t get() const { return s_; }
+
+ private:
+  cudaStream_t s_ = nullptr;
+};
+
+class cuda_event {
+ public:
+  cuda_event() { cuda_check(cudaEventCreate(&e_), "cudaEventCreate"); }
+  ~cuda_event() {
+    if (cudaError_t err = cudaEventDestroy(e_); err != cudaSuccess)
+      std::fprintf(stderr, "oversubscribe: cudaEventDestroy: %s\n", cudaGetErrorString(err));
+  }
+  cuda_event(const cuda_event &) = delete;
+  cuda_event &operator=(const cuda_event &) = delete;
+  cudaEvent_t get() const { return e_; }
+
+ private:
+  cudaEvent_t e_ = nullptr;
+};
+
+// What the GPU path runs on: one stream, and events around each chunk's kernel.
+struct gpu_context {
+  cuda_stream stream;
+  cuda_event prefetched, done;
+};
+
+// One chunk on the GPU: the prefetches and the triad kernel queued on one stream, in that order.
+// The host waits for the chunk's kernel before returning (to time the phases); the prefetch phase
+// ends when the stream passes the event after the prefetches, the kernel time is GPU time between
+// the two events. Returns 1 when the chunk is not on the device after its kernel, else 0; throws
+// on an error.
+int chunk_on_gpu(const umrt::buffer<float> &a, const umrt::buffer<float> &b,
+                 const umrt::buffer<float> &c, std::size_t first, std::size_t count,
+                 const gpu_context &gpu, loop_times *t) {
+  void *s = gpu.stream.get();
+  // Stage the chunk on the device, ordered on the stream; when device memory runs out umrt
+  // evicts older chunks.
+  const auto t0 = clock_type::now();
+  b.prefetch(umrt::location::device, first, count, s);
+  c.prefetch(umrt::location::device, first, count, s);
+  a.prefetch(umrt::location::device, first, count, s);
+  cuda_check(cudaEventRecord(gpu.prefetched.get(), gpu.stream.get()), "cudaEventRecord");
+  // The triad kernel on the chunk's device addresses, behind the prefetches on the same stream.
+  if (int err = umrt_kernels::triad(a.device_data(first), b.device_data(first),
+                                    c.device_data(first), kScalar, count, s))
+    throw std::runtime_error(std::string("triad kernel launch: ") +
+                             umrt_kernels::error_string(err));
+  cuda_check(cudaEventRecord(gpu.done.get(), gpu.stream.get()), "cudaEventRecord");
+
+  cuda_check(cudaEventSynchronize(gpu.prefetched.get()), "cudaEventSynchronize (prefetch)");
+  t->prefetch += seconds_since(t0);
+  if (int err = umrt_kernels::sync(s))  // the kernel's own errors show up here
+    throw std::runtime_error(std::string("triad kernel: ") + umrt_kernels::error_string(err));
+  float ms = 0;
+  cuda_check(cudaEventElapsedTime(&ms, gpu.prefetched.get(), gpu.done.get()),
+             "cudaEventElapsedTime");
+  t->kernel += ms / 1e3;
+  return chunk_on_device({&a, &b, &c}, first, count) ? 0 : 1;
+}
+#endif
+
 void usage(const char *argv0) {
   std::fprintf(stderr,
                "usage: %s [--device-memory BYTES] [--size BYTES] [--chunk BYTES] [--threads T]\n"
@@ -118,17 +262,37 @@ int main(int argc, char **argv) {
   try {
     umrt_config cfg{};
     umrt::check(umrt_config_defaults(&cfg), "umrt_config_defaults");
+    const bool cuda_requested = cfg.backend == UMRT_BACKEND_CUDA;
+#if !OVERSUBSCRIBE_GPU
+    // Without the GPU path the triad is host threads, which only the sim backend can run.
+    if (cuda_requested) {
+      std::fprintf(stderr, "oversubscribe: UMRT_BACKEND=cuda, but this sample was built without "
+                   "CUDA (no GPU kernel in it); rebuild it with the CUDA toolkit, or use "
+                   "UMRT_BACKEND=sim\n");
+      return 2;
+    }
     if (cfg.backend == UMRT_BACKEND_DEFAULT || cfg.backend == UMRT_BACKEND_AUTO)
       cfg.backend = UMRT_BACKEND_SIM;
+#endif
     cfg.device_memory = device_memory;
-    umrt::runtime rt(cfg);
+    std::optional<umrt::runtime> rt;  // umrt_init; umrt_shutdown when it goes out of scope
+    try {
+      rt.emplace(cfg);
+    } catch (const umrt::error &e) {
+      if (cuda_requested && e.status() == UMRT_ERROR_NO_DEVICE) {
+        std::fprintf(stderr, "oversubscribe: SKIP: UMRT_BACKEND=cuda but no GPU is usable: %s\n",
+                     e.what());
+        return 77;
+      }
+      throw;
+    }
 
     const char *backend = umrt_backend_name();
     if (!backend) umrt::check(UMRT_ERROR_NO_DEVICE, "umrt_backend_name");
-    if (std::strcmp(backend, "sim") != 0) {
-      std::fprintf(stderr,
-                   "oversubscribe: the kernel of this sample is host threads over device "
-                   "pointers, which only the sim backend can run; use UMRT_BACKEND=sim\n");
+    const bool on_gpu = OVERSUBSCRIBE_GPU && std::strcmp(backend, "cuda") == 0;
+    if (!on_gpu && std::strcmp(backend, "sim") != 0) {
+      std::fprintf(stderr, "oversubscribe: no triad for backend %s in this build; use "
+                   "UMRT_BACKEND=sim%s\n", backend, OVERSUBSCRIBE_GPU ? " or cuda" : "");
       return 2;
     }
 
@@ -155,11 +319,17 @@ int main(int argc, char **argv) {
     const std::size_t chunk = chunk_bytes / sizeof(float);
 
     std::printf("umrt oversubscribe: backend %s, device capacity %.1f MiB, working set %.1f MiB "
-                "(3 arrays of %.1f MiB = %.2fx capacity), chunk %.1f MiB per array, %u threads\n",
+                "(3 arrays of %.1f MiB = %.2fx capacity), chunk %.1f MiB per array, %u "
+                "threads%s\n",
                 backend, mib(capacity), mib(3 * array_bytes), mib(array_bytes),
                 3.0 * static_cast<double>(array_bytes) / static_cast<double>(capacity),
-                mib(chunk_bytes), nthreads);
+                mib(chunk_bytes), nthreads, on_gpu ? " (triad on the GPU)" : "");
 
+#if OVERSUBSCRIBE_GPU
+    // The GPU path's stream and events; they live until after the buffers are freed.
+    std::optional<gpu_context> gpu;
+    if (on_gpu) gpu.emplace();
+#endif
     umrt::buffer<float> a(n), b(n), c(n);
 
     // b and c start on the CPU (first touch); a is never touched by the CPU before the triad,
@@ -174,35 +344,20 @@ int main(int argc, char **argv) {
     const double t_init = seconds_since(t0);
     const umrt_stats s0 = umrt::runtime::stats();
 
-    double t_prefetch = 0, t_kernel = 0;
+    loop_times loop;
     const auto t_loop = clock_type::now();
     for (std::size_t first = 0; first < n; first += chunk) {
       const std::size_t count = std::min(chunk, n - first);
-      // Stage the chunk on the device; when device memory runs out umrt evicts older chunks.
-      t0 = clock_type::now();
-      b.prefetch(umrt::location::device, first, count);
-      c.prefetch(umrt::location::device, first, count);
-      a.prefetch(umrt::location::device, first, count);
-      t_prefetch += seconds_since(t0);
-      for (const umrt::buffer<float> *buf : {&a, &b, &c}) {
-        if (buf->where(first) != umrt::location::device ||
-            buf->where(first + count - 1) != umrt::location::device) {
-          std::fprintf(stderr, "oversubscribe: chunk at element %zu is not on the device after "
-                       "umrt_prefetch\n", first);
-          return 1;
-        }
-      }
-      // The triad on the device: device addresses of this chunk (valid while it is resident).
-      float *da = a.device_data(first);
-      const float *db = b.device_data(first);
-      const float *dc = c.device_data(first);
-      t0 = clock_type::now();
-      parallel_for(0, count, nthreads, [&](std::size_t f, std::size_t l) {
-        for (std::size_t i = f; i < l; ++i) da[i] = db[i] + kScalar * dc[i];
-      });
-      t_kernel += seconds_since(t0);
+#if OVERSUBSCRIBE_GPU
+      const int rc = on_gpu ? chunk_on_gpu(a, b, c, first, count, *gpu, &loop)
+                            : chunk_on_sim(a, b, c, first, count, nthreads, &loop);
+#else
+      const int rc = chunk_on_sim(a, b, c, first, count, nthreads, &loop);
+#endif
+      if (rc != 0) return rc;
     }
     const double t_total = seconds_since(t_loop);
+    const double t_prefetch = loop.prefetch, t_kernel = loop.kernel;
     const umrt_stats s1 = umrt::runtime::stats();
 
     // Check every element of a on the CPU: evicted chunks are already home, the chunks still on
@@ -234,7 +389,9 @@ int main(int argc, char **argv) {
                 "prefetch chunks (with evictions)", t_prefetch * 1e3, mib(moved),
                 gbps(moved, t_prefetch), mib(s1.bytes_to_device - s0.bytes_to_device),
                 mib(s1.bytes_to_host - s0.bytes_to_host));
-    std::printf("%-40s %10.1f %12.1f %10.2f\n", "triad on device (kernel time only)",
+    std::printf("%-40s %10.1f %12.1f %10.2f\n",
+                on_gpu ? "triad on GPU (kernel time, events)"
+                       : "triad on device (kernel time only)",
                 t_kernel * 1e3, mib(triad_bytes), gbps(triad_bytes, t_kernel));
     std::printf("%-40s %10.1f %12.1f %10.2f\n", "triad end to end (prefetch + kernel)",
                 t_total * 1e3, mib(triad_bytes), gbps(triad_bytes, t_total));

@@ -2,11 +2,17 @@
 // backend: failed copies and failed destination allocations, host->device, device->host, on the
 // fault path, during eviction and in the middle of a multi-block prefetch. In every case: the pages
 // that could not move stay where they were with their data intact (restore), pages_restored grows,
-// and umrt_validate() holds.
+// and umrt_validate() holds. The cuda backend supports the same injection points, so these run in
+// the cuda run (label gpu) too, except the UMRT_SIM_FAIL_* environment hook.
 #include <gtest/gtest.h>
 #include <umrt/umrt.h>
 
+#include <setjmp.h>
+#include <signal.h>
+#include <sys/utsname.h>
+
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <vector>
 
@@ -22,19 +28,29 @@ class Inject : public UmrtTest {
 };
 
 // Check every page of [p, p+bytes) against the pattern where it is now: device pages through the
-// device pointer (no fault), host pages on the CPU. Returns the number of device pages.
+// device pointer (dev_read, one read per run of device pages; no fault), host pages on the CPU.
+// Returns the number of device pages.
 size_t check_in_place(const uint8_t *p, size_t bytes, uint64_t seed) {
   size_t on_device = 0;
-  const uint8_t *d = dev(p);
+  size_t run = 0, run_len = 0;  // the current run of device pages: [run, run + run_len) bytes
+  auto flush = [&] {
+    if (run_len) {
+      EXPECT_TRUE(check_device_pattern(p + run, run_len, seed, run)) << "device pages from " << run / kPage;
+    }
+    run_len = 0;
+  };
   for (size_t off = 0; off < bytes; off += kPage) {
     size_t len = std::min(kPage, bytes - off);
     if (location_of(p + off) == UMRT_LOCATION_DEVICE) {
       ++on_device;
-      EXPECT_TRUE(check_pattern(d + off, len, seed, off)) << "device page " << off / kPage;
+      if (!run_len) run = off;
+      run_len += len;
     } else {
+      flush();
       EXPECT_TRUE(check_pattern(p + off, len, seed, off)) << "host page " << off / kPage;
     }
   }
+  flush();
   return on_device;
 }
 
@@ -65,13 +81,14 @@ TEST_F(Inject, CopyFailureToDevice) {
   // The injection was used up: the retry moves everything.
   ASSERT_EQ(umrt_prefetch(m.get(), size, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
   EXPECT_TRUE(all_pages_at(m.get(), size, UMRT_LOCATION_DEVICE));
-  EXPECT_TRUE(check_pattern(dev(m.get()), size, 2));
+  EXPECT_TRUE(check_device_pattern(m.get(), size, 2));
   EXPECT_TRUE(check_pattern(m.get(), size, 2));
 }
 
 // The same failure asked for through the environment (UMRT_SIM_FAIL_COPY), as a program that
 // cannot call umrt_inject_failure would; a malformed value is refused at init.
 TEST(InjectEnv, FailCopyFromEnvironment) {
+  UMRT_SKIP_UNLESS_SIM_RUN("UMRT_SIM_FAIL_COPY is a hook of the sim backend");
   umrt_shutdown();
   {
     ScopedEnv env("UMRT_SIM_FAIL_COPY", "bogus");
@@ -96,7 +113,7 @@ TEST(InjectEnv, FailCopyFromEnvironment) {
     EXPECT_TRUE(all_pages_at(m.get(), m.bytes(), UMRT_LOCATION_HOST));
     EXPECT_TRUE(check_pattern(m.get(), m.bytes(), 5));
     EXPECT_EQ(umrt_prefetch(m.get(), m.bytes(), UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
-    EXPECT_TRUE(check_pattern(dev(m.get()), m.bytes(), 5));
+    EXPECT_TRUE(check_device_pattern(m.get(), m.bytes(), 5));
   }
   EXPECT_EQ(umrt_validate(), UMRT_SUCCESS) << last_error();
   umrt_shutdown();
@@ -118,7 +135,7 @@ TEST_F(Inject, CopyFailureTwiceInARow) {
   EXPECT_LE(get_stats().pages_restored, 2 * m.pages());
   ASSERT_EQ(umrt_prefetch(m.get(), size, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
   EXPECT_TRUE(all_pages_at(m.get(), size, UMRT_LOCATION_DEVICE));
-  EXPECT_TRUE(check_pattern(dev(m.get()), size, 3));
+  EXPECT_TRUE(check_device_pattern(m.get(), size, 3));
 }
 
 // nth = 2 with two runs in one block: exactly one run fails (copies may run in any order), the
@@ -165,7 +182,7 @@ TEST_F(Inject, CopyFailureToHostOnPrefetch) {
   EXPECT_EQ(s1.pages_to_host, s0.pages_to_host);
   EXPECT_EQ(s1.bytes_to_host, s0.bytes_to_host);
   EXPECT_EQ(s1.device_bytes_in_use, s0.device_bytes_in_use) << "the device copy must be kept";
-  EXPECT_TRUE(check_pattern(dev(m.get()), size, 5));
+  EXPECT_TRUE(check_device_pattern(m.get(), size, 5));
   EXPECT_EQ(umrt_validate(), UMRT_SUCCESS) << last_error();
   ASSERT_EQ(umrt_prefetch(m.get(), size, UMRT_LOCATION_HOST, nullptr), UMRT_SUCCESS) << last_error();
   EXPECT_TRUE(all_pages_at(m.get(), size, UMRT_LOCATION_HOST));
@@ -192,6 +209,56 @@ TEST_F(Inject, CopyFailureOnFaultPath) {
   EXPECT_GT(s1.cpu_faults, s0.cpu_faults);
   EXPECT_GT(s1.pages_restored, s0.pages_restored) << "the failed fault batch should have restored pages";
   EXPECT_TRUE(all_pages_at(m.get(), size, UMRT_LOCATION_HOST));
+}
+
+// A device copy that keeps failing on the fault path: the fault service gives up after a bounded
+// number of attempts and the reader gets SIGBUS (a poison marker) instead of faulting forever.
+// Nothing is lost: the page's entry stays DEVICE, and once copies work again a prefetch to the
+// host brings it back exact (UFFDIO_COPY replaces the poison marker).
+namespace giveup {
+sigjmp_buf jump;
+volatile sig_atomic_t signal_seen = 0;
+void on_sigbus(int sig) {
+  signal_seen = sig;
+  siglongjmp(jump, 1);
+}
+}  // namespace giveup
+
+TEST_F(Inject, PermanentCopyFailureOnFaultPathRaisesSigbus) {
+  struct utsname u;
+  int major = 0, minor = 0;
+  ASSERT_EQ(uname(&u), 0);
+  std::sscanf(u.release, "%d.%d", &major, &minor);
+  if (major < 6 || (major == 6 && minor < 6))
+    GTEST_SKIP() << "kernel " << u.release << " has no UFFDIO_POISON (Linux >= 6.6): a page whose copy keeps "
+                 << "failing cannot raise SIGBUS there";
+  const size_t size = 64 * KiB;
+  Managed m(size);
+  ASSERT_TRUE(m);
+  fill_pattern(m.get(), size, 17);
+  ASSERT_EQ(umrt_prefetch(m.get(), size, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
+  ASSERT_EQ(umrt_inject_failure(UMRT_INJECT_COPY, 1, 1000000), UMRT_SUCCESS) << last_error();
+  struct sigaction sa {}, old {};
+  sa.sa_handler = giveup::on_sigbus;
+  sigemptyset(&sa.sa_mask);
+  ASSERT_EQ(sigaction(SIGBUS, &sa, &old), 0);
+  giveup::signal_seen = 0;
+  volatile uint8_t *page = m.get() + 3 * kPage;
+  {
+    Watchdog wd(std::chrono::seconds(30), "CPU read of a device page whose copy always fails");
+    if (sigsetjmp(giveup::jump, 1) == 0) {
+      uint8_t v = *page;
+      ADD_FAILURE() << "the read returned " << unsigned(v) << " although every copy failed";
+    }
+  }
+  sigaction(SIGBUS, &old, nullptr);
+  EXPECT_EQ(giveup::signal_seen, SIGBUS);
+  EXPECT_EQ(location_of(m.get() + 3 * kPage), UMRT_LOCATION_DEVICE) << "the page's only copy is on the device";
+  // The device works again: the page comes back, exact, with every other page.
+  ASSERT_EQ(umrt_inject_failure(UMRT_INJECT_COPY, 1000000000, 1), UMRT_SUCCESS) << last_error();
+  ASSERT_EQ(umrt_prefetch(m.get(), size, UMRT_LOCATION_HOST, nullptr), UMRT_SUCCESS) << last_error();
+  EXPECT_TRUE(all_pages_at(m.get(), size, UMRT_LOCATION_HOST));
+  EXPECT_TRUE(check_pattern(m.get(), size, 17));
 }
 
 // Several failures in a row on the fault path, and a write fault instead of a read.
@@ -232,7 +299,7 @@ TEST_F(Inject, AllocFailure) {
   EXPECT_EQ(umrt_validate(), UMRT_SUCCESS) << last_error();
   ASSERT_EQ(umrt_prefetch(m.get(), size, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
   EXPECT_TRUE(all_pages_at(m.get(), size, UMRT_LOCATION_DEVICE));
-  EXPECT_TRUE(check_pattern(dev(m.get()), size, 8));
+  EXPECT_TRUE(check_device_pattern(m.get(), size, 8));
   EXPECT_TRUE(check_pattern(m.get(), size, 8));
 }
 
@@ -272,7 +339,7 @@ TEST_F(Inject, CopyFailureInMultiBlockPrefetch) {
   EXPECT_EQ(umrt_validate(), UMRT_SUCCESS) << last_error();
   ASSERT_EQ(umrt_prefetch(m.get(), size, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
   EXPECT_TRUE(all_pages_at(m.get(), size, UMRT_LOCATION_DEVICE));
-  EXPECT_TRUE(check_pattern(dev(m.get()), size, 9));
+  EXPECT_TRUE(check_device_pattern(m.get(), size, 9));
   EXPECT_TRUE(check_pattern(m.get(), size, 9));
 }
 
@@ -292,7 +359,7 @@ TEST_F(Inject, AllocFailureInMultiBlockPrefetch) {
   EXPECT_GT(s1.pages_restored, s0.pages_restored);
   EXPECT_EQ(umrt_validate(), UMRT_SUCCESS) << last_error();
   ASSERT_EQ(umrt_prefetch(m.get(), size, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
-  EXPECT_TRUE(check_pattern(dev(m.get()), size, 10));
+  EXPECT_TRUE(check_device_pattern(m.get(), size, 10));
   EXPECT_TRUE(check_pattern(m.get(), size, 10));
 }
 
@@ -321,7 +388,7 @@ TEST_F(InjectSmallDevice, CopyFailureDuringEviction) {
   EXPECT_EQ(umrt_validate(), UMRT_SUCCESS) << last_error();
   ASSERT_EQ(umrt_prefetch(m + 4 * MiB, 2 * MiB, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
   EXPECT_TRUE(all_pages_at(m + 4 * MiB, 2 * MiB, UMRT_LOCATION_DEVICE));
-  EXPECT_TRUE(check_pattern(dev(m + 4 * MiB), 2 * MiB, 11, 4 * MiB));
+  EXPECT_TRUE(check_device_pattern(m + 4 * MiB, 2 * MiB, 11, 4 * MiB));
   EXPECT_GT(get_stats().evictions, 0u);
   EXPECT_TRUE(check_pattern(m.get(), size, 11));
 }

@@ -2,6 +2,8 @@
 // selftests (tools/testing/selftests/mm/hmm-tests.c): migrate, migrate_fault, migrate_multiple,
 // anon_read/anon_write, migrate_release, anon_teardown, migrate_partial_unmap_fault, huge empty
 // ranges, zero pages, partial spans and no-op prefetches. Every test ends with umrt_validate().
+// Runs on sim and, with UMRT_TEST_BACKEND=cuda (ctest label gpu), on cuda: device copies are read
+// and written with dev_read/dev_write (test_util.h), standing in for kernels.
 #include <gtest/gtest.h>
 #include <umrt/umrt.h>
 
@@ -52,7 +54,7 @@ TEST_F(Migrate, Migrate) {
   EXPECT_GE(s1.batches - s0.batches, 2u) << "two blocks: at least two batches";
   EXPECT_GE(s1.device_bytes_in_use, size);
   EXPECT_LE(s1.device_bytes_in_use, s1.device_capacity);
-  EXPECT_TRUE(check_pattern(dev(m.get()), size, 1));
+  EXPECT_TRUE(check_device_pattern(m.get(), size, 1));
   EXPECT_EQ(resident_pages(m.get(), size), 0u) << "host memory of device-resident pages must be released";
   EXPECT_EQ(get_stats().cpu_faults, s1.cpu_faults) << "reading through the device pointer faulted";
 }
@@ -108,7 +110,7 @@ TEST_F(Migrate, MigrateMultiple) {
     fill_pattern(m.get(), size, 100 + r);
     ASSERT_EQ(umrt_prefetch(m.get(), size, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
     ASSERT_TRUE(all_pages_at(m.get(), size, UMRT_LOCATION_DEVICE));
-    ASSERT_TRUE(check_pattern(dev(m.get()), size, 100 + r));
+    ASSERT_TRUE(check_device_pattern(m.get(), size, 100 + r));
     ASSERT_TRUE(check_pattern(m.get(), size, 100 + r));  // faults back
     ASSERT_TRUE(all_pages_at(m.get(), size, UMRT_LOCATION_HOST));
   }
@@ -134,7 +136,7 @@ TEST_F(Migrate, DeviceWriteRightAfterFaultBack) {
     ASSERT_TRUE(check_pattern(m.get(), size, 200 + r));  // faults everything back
     ASSERT_EQ(umrt_prefetch(m.get(), size, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
     ASSERT_TRUE(all_pages_at(m.get(), size, UMRT_LOCATION_DEVICE)) << "prefetch returned before the pages arrived";
-    fill_pattern(dev(m.get()), size, 300 + r);  // the kernel
+    ASSERT_TRUE(fill_device_pattern(m.get(), size, 300 + r));  // the kernel
     ASSERT_TRUE(check_pattern(m.get(), size, 300 + r)) << "device writes lost";
   }
 }
@@ -194,7 +196,7 @@ TEST_F(Migrate, EmptiedBlocksAreReusable) {
   EXPECT_TRUE(all_pages_at(b.get(), size, UMRT_LOCATION_DEVICE));
   EXPECT_EQ(s1.bytes_to_host, s0.bytes_to_host) << "reclaiming emptied blocks must not copy";
   EXPECT_EQ(s1.device_bytes_in_use, size);
-  EXPECT_TRUE(check_pattern(dev(b.get()), size, 18));
+  EXPECT_TRUE(check_device_pattern(b.get(), size, 18));
   EXPECT_TRUE(check_pattern(a.get(), size, 17));
 }
 
@@ -210,9 +212,8 @@ TEST_F(Migrate, AnonWrite) {
   EXPECT_EQ(s1.zero_fills - s0.zero_fills, m.pages());
   EXPECT_EQ(s1.bytes_to_device, s0.bytes_to_device) << "zero-fill is not a copy";
   EXPECT_TRUE(all_pages_at(m.get(), size, UMRT_LOCATION_DEVICE));
-  uint8_t *d = dev(m.get());
-  ASSERT_TRUE(check_zero(d, size)) << "zero-filled device pages";
-  fill_pattern(d, size, 5);  // the kernel
+  ASSERT_TRUE(check_device_zero(m.get(), size)) << "zero-filled device pages";
+  ASSERT_TRUE(fill_device_pattern(m.get(), size, 5));  // the kernel
   EXPECT_TRUE(check_pattern(m.get(), size, 5));
   EXPECT_TRUE(all_pages_at(m.get(), size, UMRT_LOCATION_HOST));
 }
@@ -227,11 +228,13 @@ TEST_F(Migrate, AnonRead) {
   const size_t n = size / 8;
   for (size_t i = 0; i < n; ++i) h[i] = i * 3 + 1;
   ASSERT_EQ(umrt_prefetch(m.get(), size, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
-  auto *d = reinterpret_cast<uint64_t *>(dev(m.get()));
+  std::vector<uint64_t> d(n);  // the kernel: reads the device copy, doubles every word
+  ASSERT_TRUE(dev_read(d.data(), dev(m.get()), size));
   for (size_t i = 0; i < n; ++i) {
     ASSERT_EQ(d[i], i * 3 + 1) << "word " << i;
     d[i] = d[i] * 2;
   }
+  ASSERT_TRUE(dev_write(dev(m.get()), d.data(), size));
   for (size_t i = 0; i < n; ++i) ASSERT_EQ(h[i], (i * 3 + 1) * 2) << "word " << i;
 }
 
@@ -254,7 +257,7 @@ TEST_F(Migrate, MigrateRelease) {
   fill_pattern(big.get(), big.bytes(), 7);
   ASSERT_EQ(umrt_prefetch(big.get(), big.bytes(), UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
   EXPECT_EQ(get_stats().evictions, 0u);
-  EXPECT_TRUE(check_pattern(dev(big.get()), big.bytes(), 7));
+  EXPECT_TRUE(check_device_pattern(big.get(), big.bytes(), 7));
 }
 
 // Half on the device, half on the host, then free.
@@ -291,9 +294,8 @@ TEST_F(Migrate, AnonTeardown) {
           ADD_FAILURE() << "prefetch: " << last_error();
           ++failures;
         }
-        void *d = nullptr;
-        if (umrt_device_pointer(p, &d) != UMRT_SUCCESS || !check_pattern(d, size, seed)) {
-          ADD_FAILURE() << "thread " << t << " iter " << i << ": device copy wrong";
+        if (auto ok = check_device_pattern(p, size, seed); !ok) {
+          ADD_FAILURE() << "thread " << t << " iter " << i << ": device copy wrong: " << ok.message();
           ++failures;
         }
         if (i % 2 == 0 && !check_pattern(p, size, seed)) {  // fault back half of the time
@@ -377,7 +379,7 @@ TEST_F(MigrateHuge, HugeEmptyRange) {
   EXPECT_EQ(location_of(m + size / 2), UMRT_LOCATION_DEVICE);
   EXPECT_EQ(location_of(m + (size - 1)), UMRT_LOCATION_DEVICE);
   EXPECT_EQ(count_pages_at(m.get(), size, UMRT_LOCATION_DEVICE), m.pages());
-  EXPECT_TRUE(check_zero(dev(m + size - 64 * KiB), 64 * KiB));
+  EXPECT_TRUE(check_device_zero(m + (size - 64 * KiB), 64 * KiB));
   // Fault back: zeros everywhere.
   EXPECT_TRUE(check_zero(m.get(), size));
   EXPECT_GT(get_stats().cpu_faults, s1.cpu_faults);
@@ -393,9 +395,8 @@ TEST_F(Migrate, ZeroRange) {
   EXPECT_TRUE(all_pages_at(m.get(), size, UMRT_LOCATION_HOST));
   ASSERT_EQ(umrt_prefetch(m.get(), size, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
   EXPECT_TRUE(all_pages_at(m.get(), size, UMRT_LOCATION_DEVICE));
-  uint8_t *d = dev(m.get());
-  EXPECT_TRUE(check_zero(d, size));
-  fill_pattern(d + size / 2, size / 2, 12, size / 2);
+  EXPECT_TRUE(check_device_zero(m.get(), size));
+  ASSERT_TRUE(fill_device_pattern(m + size / 2, size / 2, 12, size / 2));
   EXPECT_TRUE(check_zero(m.get(), size / 2));
   EXPECT_TRUE(check_pattern(m + size / 2, size / 2, 12, size / 2));
 }
@@ -413,7 +414,7 @@ TEST_F(Migrate, PartialSpanPrefetch) {
     EXPECT_EQ(location_of(m + pg * kPage), (pg >= 3 && pg <= 5) ? UMRT_LOCATION_DEVICE : UMRT_LOCATION_HOST)
         << "page " << pg;
   EXPECT_EQ(get_stats().pages_to_device, 3u);
-  EXPECT_TRUE(check_pattern(dev(m + 3 * kPage), 3 * kPage, 13, 3 * kPage));
+  EXPECT_TRUE(check_device_pattern(m + 3 * kPage, 3 * kPage, 13, 3 * kPage));
   // [3*4096+4095, +2) covers pages 3 and 4 only.
   ASSERT_EQ(umrt_prefetch(m + (3 * kPage + 4095), 2, UMRT_LOCATION_HOST, nullptr), UMRT_SUCCESS) << last_error();
   for (size_t pg = 0; pg < npages; ++pg)
@@ -464,7 +465,7 @@ TEST_F(Migrate, MixedResidencyPrefetch) {
   umrt_stats s1 = get_stats();
   EXPECT_EQ(s1.bytes_to_device - s0.bytes_to_device, size / 2);
   EXPECT_TRUE(all_pages_at(m.get(), size, UMRT_LOCATION_DEVICE));
-  EXPECT_TRUE(check_pattern(dev(m.get()), size, 15));
+  EXPECT_TRUE(check_device_pattern(m.get(), size, 15));
   // Now every other run home, then all home.
   for (size_t off = 0; off < size; off += 128 * KiB)
     ASSERT_EQ(umrt_prefetch(m + off, 64 * KiB, UMRT_LOCATION_HOST, nullptr), UMRT_SUCCESS) << last_error();

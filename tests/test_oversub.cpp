@@ -1,6 +1,7 @@
 // test_oversub.cpp — oversubscription of device memory (eviction of least recently used blocks
 // back to the host), prefetching a span larger than device memory in one call, packing of small
-// allocations, and many allocate/free cycles.
+// allocations, and many allocate/free cycles. Runs on sim and, with UMRT_TEST_BACKEND=cuda (label
+// gpu), on cuda (device copies read and written with dev_read/dev_write).
 #include <gtest/gtest.h>
 #include <umrt/umrt.h>
 
@@ -45,7 +46,7 @@ TEST_F(Oversub, OneSpanFourTimesDeviceMemory) {
   EXPECT_LE(on_dev * kPage, s.device_capacity);
   EXPECT_GT(on_dev, 0u);
   // The last block's device copy is exact.
-  EXPECT_TRUE(check_pattern(dev(m + (size - kBlock)), kBlock, 1, size - kBlock));
+  EXPECT_TRUE(check_device_pattern(m + (size - kBlock), kBlock, 1, size - kBlock));
   EXPECT_TRUE(check_pattern(m.get(), size, 1));
   EXPECT_EQ(umrt_validate(), UMRT_SUCCESS) << last_error();
 }
@@ -62,7 +63,7 @@ TEST_F(Oversub, BlockByBlock) {
     ASSERT_TRUE(all_pages_at(m + b * kBlock, kBlock, UMRT_LOCATION_DEVICE)) << "block " << b;
     ASSERT_LE(get_stats().device_bytes_in_use, 32 * MiB);
     if (b % 8 == 0) {
-      ASSERT_TRUE(check_pattern(dev(m + b * kBlock), kBlock, 2, b * kBlock)) << "block " << b;
+      ASSERT_TRUE(check_device_pattern(m + b * kBlock, kBlock, 2, b * kBlock)) << "block " << b;
     }
   }
   umrt_stats s = get_stats();
@@ -88,9 +89,8 @@ TEST_F(Oversub, AllocationsCycling) {
       SCOPED_TRACE("round " + std::to_string(r) + " allocation " + std::to_string(a));
       ASSERT_EQ(umrt_prefetch(ms[a].get(), size, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
       ASSERT_TRUE(all_pages_at(ms[a].get(), size, UMRT_LOCATION_DEVICE));
-      uint8_t *d = dev(ms[a].get());
-      ASSERT_TRUE(check_pattern(d, size, 1000 * (r - 1) + a)) << "device copy before the kernel";
-      fill_pattern(d, size, 1000 * r + a);  // the kernel
+      ASSERT_TRUE(check_device_pattern(ms[a].get(), size, 1000 * (r - 1) + a)) << "device copy before the kernel";
+      ASSERT_TRUE(fill_device_pattern(ms[a].get(), size, 1000 * r + a));  // the kernel
     }
   }
   umrt_stats s = get_stats();
@@ -153,7 +153,7 @@ TEST_F(OversubTiny, ConcurrentPrefetchesEvicting) {
     for (size_t off = 0; off < size; off += kPage) {
       if (location_of(ms[t] + off) == UMRT_LOCATION_DEVICE) {
         ++on_dev;
-        ASSERT_TRUE(check_pattern(dev(ms[t] + off), kPage, 50 + t, off)) << "thread " << t << " device page " << off / kPage;
+        ASSERT_TRUE(check_device_pattern(ms[t] + off, kPage, 50 + t, off)) << "thread " << t << " device page " << off / kPage;
       }
     }
     EXPECT_LE(on_dev * kPage, s.device_capacity);
@@ -210,7 +210,7 @@ TEST_F(Packing, ThousandsOfSmallAllocations) {
   EXPECT_EQ(s.bytes_to_device, total);
   for (size_t i = 0; i < kCount; ++i) {
     ASSERT_EQ(location_of(ps[i]), UMRT_LOCATION_DEVICE) << "allocation " << i;
-    ASSERT_TRUE(check_pattern(dev(ps[i]), kSize, 10000 + i)) << "allocation " << i;
+    ASSERT_TRUE(check_device_pattern(ps[i], kSize, 10000 + i)) << "allocation " << i;
   }
   // Distinct device addresses (no two allocations share a frame).
   std::vector<uintptr_t> ds;

@@ -2,7 +2,8 @@
 // prefetching random spans both ways over oversubscribed device memory while reading and writing
 // the pages they own on the CPU, with device-pointer writes in phases where residency is known.
 // A shadow copy predicts every byte; the final contents are compared by checksum and memcmp, and
-// umrt_validate() must hold.
+// umrt_validate() must hold. Runs on sim and, with UMRT_TEST_BACKEND=cuda (label gpu), on cuda
+// (device-pointer accesses through dev_read/dev_write).
 #include <gtest/gtest.h>
 #include <umrt/umrt.h>
 
@@ -185,6 +186,7 @@ void random_ops_against_shadow(const int kThreads, bool oversubscribed) {
         ++c.not_on_device;
       } else {
         auto *d = static_cast<uint8_t *>(dv);
+        std::vector<uint8_t> page(kPage);  // the kernel's view of one device page
         for (size_t p = 0; p < kPrivatePages; ++p) {
           umrt_location l;
           if (umrt_page_location(priv[t] + p * kPage, &l) != UMRT_SUCCESS || l != UMRT_LOCATION_DEVICE) {
@@ -194,12 +196,23 @@ void random_ops_against_shadow(const int kThreads, bool oversubscribed) {
             continue;
           }
           size_t g = private_gpage(t, p);
-          if (!page_ok(d + p * kPage, g, version[g])) {
+          if (auto ok = dev_read(page.data(), d + p * kPage, kPage); !ok) {
+            ++c.bad_device_reads;
+            c.note("devread", ok.message());
+            continue;
+          }
+          if (!page_ok(page.data(), g, version[g])) {
             ++c.bad_device_reads;
             c.note("devread", "device copy of page " + std::to_string(g) + " does not hold version " +
                    std::to_string(version[g]));
           }
-          if ((p + round) % 3 == 0) write_page(d + p * kPage, g, ++version[g]);  // the kernel
+          if ((p + round) % 3 == 0) {  // the kernel
+            write_page(page.data(), g, ++version[g]);
+            if (auto ok = dev_write(d + p * kPage, page.data(), kPage); !ok) {
+              ++c.bad_device_reads;
+              c.note("devread", ok.message());
+            }
+          }
         }
       }
       sync.arrive_and_wait();  // no migration starts while a kernel writes

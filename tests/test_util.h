@@ -1,6 +1,8 @@
 // test_util.h — shared helpers of the umrt GoogleTest suite: the fixture that (re)initialises the
-// runtime on the sim backend and skips when userfaultfd is refused, page-dependent fill/check
-// patterns, a checksum, a stats snapshot, and a watchdog that turns a hang into a clear failure.
+// runtime on the backend chosen by UMRT_TEST_BACKEND (sim by default, or cuda) and skips when
+// userfaultfd is refused or the GPU is missing, device-memory access for both backends
+// (dev_read/dev_write), page-dependent fill/check patterns, a checksum, a stats snapshot, and a
+// watchdog that turns a hang into a clear failure.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -21,6 +23,10 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#if defined(UMRT_TEST_CUDA) && UMRT_TEST_CUDA
+#include <cuda_runtime_api.h>
+#endif
 
 namespace umrt_test {
 
@@ -176,6 +182,57 @@ inline umrt_config sim_config(uint64_t device_memory = 64 * MiB) {
   return cfg;
 }
 
+// ---- the backend under test ----------------------------------------------------------------------
+//
+// UMRT_TEST_BACKEND picks the backend the fixture initialises: unset, empty or "sim" (the default)
+// or "cuda" (ctest label gpu registers the protocol suites a second time with it). Every protocol
+// test must hold on both; tests that only make sense on sim say so with UMRT_SKIP_UNLESS_SIM_RUN.
+
+enum class Backend { sim, cuda };
+
+inline const char *backend_name(Backend b) { return b == Backend::cuda ? "cuda" : "sim"; }
+
+// The backend UMRT_TEST_BACKEND asks for; false (with the reason in *why) for any other value.
+inline bool selected_backend(Backend *out, std::string *why) {
+  const char *v = std::getenv("UMRT_TEST_BACKEND");
+  if (!v || !*v || std::strcmp(v, "sim") == 0) {
+    *out = Backend::sim;
+    return true;
+  }
+  if (std::strcmp(v, "cuda") == 0) {
+    *out = Backend::cuda;
+    return true;
+  }
+  *why = std::string("UMRT_TEST_BACKEND='") + v + "': expected 'sim' (the default) or 'cuda'";
+  return false;
+}
+
+// umrt_backend_kind of a backend under test.
+inline umrt_backend_kind backend_kind(Backend b) {
+  return b == Backend::cuda ? UMRT_BACKEND_CUDA : UMRT_BACKEND_SIM;
+}
+
+// A configuration for backend b with every other field left to the defaults.
+inline umrt_config test_config(Backend b, uint64_t device_memory = 64 * MiB) {
+  umrt_config cfg = sim_config(device_memory);
+  cfg.backend = backend_kind(b);
+  return cfg;
+}
+
+// In a test body: skip unless this is the sim run (UMRT_TEST_BACKEND unset or sim), saying why.
+// For tests that reach into the sim device (UMRT_SIM_* hooks, sim bandwidth/latency) and for
+// backend-independent tests (configuration parsing, status strings) that the sim run already
+// covers and that would otherwise pass again, unchanged, under the gpu label.
+#define UMRT_SKIP_UNLESS_SIM_RUN(why)                                                          \
+  do {                                                                                         \
+    ::umrt_test::Backend umrt_b_ = ::umrt_test::Backend::sim;                                  \
+    std::string umrt_why_;                                                                     \
+    if (!::umrt_test::selected_backend(&umrt_b_, &umrt_why_)) FAIL() << umrt_why_;             \
+    if (umrt_b_ != ::umrt_test::Backend::sim)                                                  \
+      GTEST_SKIP() << "sim-only test, not run with UMRT_TEST_BACKEND="                         \
+                   << ::umrt_test::backend_name(umrt_b_) << ": " << why;                       \
+  } while (0)
+
 inline umrt_stats get_stats() {
   umrt_stats s;
   std::memset(&s, 0, sizeof s);
@@ -260,6 +317,108 @@ inline uint8_t *dev(const void *p) {
   return static_cast<uint8_t *>(d);
 }
 
+// ---- device memory from the host -----------------------------------------------------------------
+//
+// On sim the device window is host-addressable; on cuda it is GPU memory that the host must not
+// touch. These copy between host memory and device addresses (from umrt_device_pointer()) on
+// either: memcpy on sim, cudaMemcpy on cuda (the backend the runtime runs on now). Only read or
+// write device pages that are resident there (location DEVICE): on cuda a block without a device
+// chunk is not mapped at all.
+
+inline bool runtime_on_cuda() {
+  const char *n = umrt_backend_name();
+  return n && std::strcmp(n, "cuda") == 0;
+}
+
+inline ::testing::AssertionResult dev_read(void *dst, const void *dsrc, size_t bytes) {
+  if (bytes == 0) return ::testing::AssertionSuccess();
+  if (!dst || !dsrc) return ::testing::AssertionFailure() << "dev_read: null pointer";
+  if (!runtime_on_cuda()) {
+    std::memcpy(dst, dsrc, bytes);
+    return ::testing::AssertionSuccess();
+  }
+#if defined(UMRT_TEST_CUDA) && UMRT_TEST_CUDA
+  // Device -> pageable host memory: returns once the copy is complete.
+  cudaError_t e = cudaMemcpy(dst, dsrc, bytes, cudaMemcpyDeviceToHost);
+  if (e != cudaSuccess)
+    return ::testing::AssertionFailure() << "dev_read: cudaMemcpy(device " << dsrc << " -> host, " << bytes
+                                         << " bytes): " << cudaGetErrorName(e) << ": " << cudaGetErrorString(e);
+  return ::testing::AssertionSuccess();
+#else
+  return ::testing::AssertionFailure() << "dev_read: the runtime runs on cuda but the tests were built "
+                                          "without the CUDA runtime (UMRT_TEST_CUDA)";
+#endif
+}
+
+inline ::testing::AssertionResult dev_write(void *ddst, const void *src, size_t bytes) {
+  if (bytes == 0) return ::testing::AssertionSuccess();
+  if (!ddst || !src) return ::testing::AssertionFailure() << "dev_write: null pointer";
+  if (!runtime_on_cuda()) {
+    std::memcpy(ddst, src, bytes);
+    return ::testing::AssertionSuccess();
+  }
+#if defined(UMRT_TEST_CUDA) && UMRT_TEST_CUDA
+  cudaError_t e = cudaMemcpy(ddst, src, bytes, cudaMemcpyHostToDevice);
+  if (e != cudaSuccess)
+    return ::testing::AssertionFailure() << "dev_write: cudaMemcpy(host -> device " << ddst << ", " << bytes
+                                         << " bytes): " << cudaGetErrorName(e) << ": " << cudaGetErrorString(e);
+  // From pageable memory cudaMemcpy may return before the DMA has landed: wait, so the write is
+  // finished when this returns, as a sim "kernel" is (the tests model completed kernels).
+  e = cudaDeviceSynchronize();
+  if (e != cudaSuccess)
+    return ::testing::AssertionFailure() << "dev_write: cudaDeviceSynchronize after the copy: "
+                                         << cudaGetErrorName(e) << ": " << cudaGetErrorString(e);
+  return ::testing::AssertionSuccess();
+#else
+  return ::testing::AssertionFailure() << "dev_write: the runtime runs on cuda but the tests were built "
+                                          "without the CUDA runtime (UMRT_TEST_CUDA)";
+#endif
+}
+
+// The device copy of the managed bytes [p, p + bytes) into *out (resized). All of it must be
+// device-resident.
+inline ::testing::AssertionResult read_device_copy(const void *p, size_t bytes, std::vector<uint8_t> *out) {
+  out->assign(bytes, 0);
+  void *d = nullptr;
+  umrt_status s = umrt_device_pointer(p, &d);
+  if (s != UMRT_SUCCESS)
+    return ::testing::AssertionFailure() << "umrt_device_pointer(" << p << "): " << str(s) << ": " << last_error();
+  return dev_read(out->data(), d, bytes);
+}
+
+// gtest assertion: the device copy of the managed bytes [p, p + bytes) holds the pattern `seed`
+// (as bytes [base, base + bytes) of the pattern), read without a CPU fault.
+inline ::testing::AssertionResult check_device_pattern(const void *p, size_t bytes, uint64_t seed,
+                                                       size_t base = 0) {
+  std::vector<uint8_t> copy;
+  if (auto r = read_device_copy(p, bytes, &copy); !r) return r;
+  auto r = check_pattern(copy.data(), bytes, seed, base);
+  if (!r) return ::testing::AssertionFailure() << "device copy: " << r.message();
+  return r;
+}
+
+// gtest assertion: the device copy of the managed bytes [p, p + bytes) is all zero.
+inline ::testing::AssertionResult check_device_zero(const void *p, size_t bytes) {
+  std::vector<uint8_t> copy;
+  if (auto r = read_device_copy(p, bytes, &copy); !r) return r;
+  auto r = check_zero(copy.data(), bytes);
+  if (!r) return ::testing::AssertionFailure() << "device copy: " << r.message();
+  return r;
+}
+
+// Writes the pattern into the device copy of the managed bytes [p, p + bytes) (what a kernel
+// would do); finished when it returns.
+inline ::testing::AssertionResult fill_device_pattern(const void *p, size_t bytes, uint64_t seed,
+                                                      size_t base = 0) {
+  std::vector<uint8_t> buf(bytes);
+  fill_pattern(buf.data(), bytes, seed, base);
+  void *d = nullptr;
+  umrt_status s = umrt_device_pointer(p, &d);
+  if (s != UMRT_SUCCESS)
+    return ::testing::AssertionFailure() << "umrt_device_pointer(" << p << "): " << str(s) << ": " << last_error();
+  return dev_write(d, buf.data(), bytes);
+}
+
 // Aborts the process with a message if not destroyed within `limit` (scaled for sanitizers):
 // a thread stuck in a page fault that is never served cannot be cancelled any other way.
 class Watchdog {
@@ -297,9 +456,10 @@ class Watchdog {
   std::thread thread_;
 };
 
-// Base fixture: shuts down whatever runtime is up, initialises the sim backend with the config
-// from Configure(), skips when userfaultfd is refused, shuts down afterwards. A per-test watchdog
-// turns a hang into an abort naming the test.
+// Base fixture: shuts down whatever runtime is up, initialises the backend under test
+// (UMRT_TEST_BACKEND, or TestBackend() of a subclass) with the config from Configure(), skips when
+// userfaultfd is refused or, on cuda, when umrt_init answers NO_DEVICE (with its reason), and
+// shuts down afterwards. A per-test watchdog turns a hang into an abort naming the test.
 class UmrtTest : public ::testing::Test {
  protected:
   // Override to change the configuration (device memory, policies...).
@@ -308,19 +468,28 @@ class UmrtTest : public ::testing::Test {
   virtual std::chrono::seconds TimeLimit() const { return std::chrono::seconds(25); }
   // Protocol fixtures check umrt_validate() after each test.
   virtual bool ValidateAtEnd() const { return false; }
+  // The backend to run on; false (and *why) when it cannot be decided. Default: UMRT_TEST_BACKEND.
+  virtual bool TestBackend(Backend *b, std::string *why) const { return selected_backend(b, why); }
 
   void SetUp() override {
     const auto *info = ::testing::UnitTest::GetInstance()->current_test_info();
     watchdog_.emplace(TimeLimit(), std::string(info->test_suite_name()) + "." + info->name());
     umrt_shutdown();
-    cfg_ = sim_config();
+    std::string why;
+    ASSERT_TRUE(TestBackend(&backend_, &why)) << why;
+    cfg_ = test_config(backend_);
     Configure(cfg_);
     umrt_status s = umrt_init(&cfg_);
     if (s == UMRT_ERROR_NOT_SUPPORTED)
       GTEST_SKIP() << "userfaultfd is not available here (umrt_init: NOT_SUPPORTED): "
                    << last_error();
-    ASSERT_EQ(s, UMRT_SUCCESS) << "umrt_init(sim): " << last_error();
+    if (s == UMRT_ERROR_NO_DEVICE && backend_ == Backend::cuda)
+      GTEST_SKIP() << "no usable GPU for the cuda backend (umrt_init: NO_DEVICE): " << last_error();
+    ASSERT_EQ(s, UMRT_SUCCESS) << "umrt_init(" << backend_name(backend_) << "): " << last_error();
     initialised_ = true;
+    const char *name = umrt_backend_name();
+    ASSERT_NE(name, nullptr) << last_error();
+    ASSERT_STREQ(name, backend_name(backend_)) << "umrt_init succeeded on another backend than asked";
   }
 
   void TearDown() override {
@@ -331,7 +500,10 @@ class UmrtTest : public ::testing::Test {
     watchdog_.reset();
   }
 
+  bool on_cuda() const { return backend_ == Backend::cuda; }
+
   umrt_config cfg_{};
+  Backend backend_ = Backend::sim;
   bool initialised_ = false;
   std::optional<Watchdog> watchdog_;
 };

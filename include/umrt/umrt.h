@@ -56,9 +56,11 @@ typedef enum umrt_write_fault_policy {
  * default"; umrt_config_defaults() fills a struct with what umrt_init(NULL) would use. */
 typedef struct umrt_config {
   umrt_backend_kind backend;          /* UMRT_BACKEND=auto|cuda|sim                            */
-  uint64_t device_memory;             /* bytes; UMRT_DEVICE_MEMORY (K/M/G suffixes); sim: 4G   */
+  uint64_t device_memory;             /* bytes; UMRT_DEVICE_MEMORY (K/M/G suffixes); default:
+                                         sim 4G, cuda 90% of the GPU's free memory at init     */
   umrt_log_level log_level;           /* UMRT_LOG=error|warn|info|debug                        */
-  uint32_t copy_threads;              /* copy engines; UMRT_COPY_THREADS; default 2            */
+  uint32_t copy_threads;              /* copy engines (cuda: each with a stream and pinned
+                                         staging); UMRT_COPY_THREADS; default 2                */
   uint32_t prefetch_min_pages;        /* fault prefetch window start; UMRT_PREFETCH_MIN; 4     */
   uint32_t prefetch_max_pages;        /* window cap (<= 512); UMRT_PREFETCH_MAX; 512           */
   umrt_write_fault_policy write_fault;/* UMRT_WRITE_FAULT=cancel|wait                          */
@@ -91,7 +93,7 @@ typedef struct umrt_stats {
   uint64_t ns_finalize;
 } umrt_stats;
 
-/* Fault injection (sim backend only; other backends answer UMRT_ERROR_NOT_SUPPORTED). */
+/* Fault injection, for tests (sim and cuda backends). */
 typedef enum umrt_inject_kind {
   UMRT_INJECT_ALLOC = 1, /* the nth next destination frame allocation of a batch fails */
   UMRT_INJECT_COPY = 2,  /* the nth next copy (one coalesced run) fails                */
@@ -106,6 +108,11 @@ umrt_status umrt_free(void *ptr);                   /* not from umrt_malloc / tw
 umrt_status umrt_prefetch(const void *ptr, size_t size, umrt_location dst, void *stream);
                                                     /* pages covering [ptr, ptr+size) of ONE
                                                        allocation; stream NULL = synchronous    */
+/* Stream order (cuda; stream is a cudaStream_t): to the device, the call returns once the data
+ * is there, so kernels enqueued on the stream afterwards see it; to the host, the copy first
+ * waits for the work queued on the stream. A CPU access to a device-resident page waits for
+ * all queued device work before the page comes back. Kernels must use umrt_device_pointer()
+ * addresses, never the host address of a managed range. */
 umrt_status umrt_device_pointer(const void *ptr, void **dptr);  /* device address of that byte  */
 umrt_status umrt_page_location(const void *ptr, umrt_location *loc); /* NONE pages read as HOST */
 umrt_status umrt_get_stats(umrt_stats *out);
