@@ -2,7 +2,8 @@
 //
 // Pages already at the destination are skipped; the others are try-locked (CAS of LOCKED):
 // a page another batch or the fault service holds is skipped — first locker wins, collect
-// never waits. Selected pages get MIGRATE (+ WRITE for a host source) in src[].
+// never waits. For a prefetch every locked page counts as skipped (so the prefetch retries it),
+// also one that looks already at the destination: its owner may be moving it away. Selected pages get MIGRATE (+ WRITE for a host source) in src[].
 //   to_device: HOST pages (copied) and NONE pages (zero-filled on the device, no copy).
 //   to_host:   DEVICE pages (copied back); NONE pages only on the fault path (zero-filled,
 //              no copy — a prefetch leaves them NONE, which already reads as zero on the host);
@@ -27,11 +28,15 @@ void collect(Batch &b) {
         want = !gone && (l == Loc::HOST || l == Loc::NONE);
       else
         want = l == Loc::DEVICE || (l == Loc::NONE && !gone && (b.why == Why::fault || b.why == Why::fault_write));
-      if (!want) break;
       if (entry::locked(cur)) {
-        ++b.skipped_locked;
+        // Held by another batch: skipped (first locker wins). A prefetch counts it even when
+        // it seems to be at the destination already: a DEVICE page locked by a device->host
+        // batch is on its way out, so "already there" would be a broken promise (the caller
+        // retries skipped pages until their owner is done).
+        if (want || b.why == Why::prefetch) ++b.skipped_locked;
         break;
       }
+      if (!want) break;
       if (entry_transition(e, cur, cur | entry::LOCKED)) {
         b.src[i] = cur | entry::LOCKED | entry::MIGRATE | (l == Loc::HOST ? entry::WRITE : 0);
         ++b.held;

@@ -563,4 +563,38 @@ TEST_F(FaultBig, SequentialReadUsesPrefetchWindow) {
   RecordProperty("fault_groups", std::to_string(groups));
 }
 
+// A synchronous prefetch promises its whole span: a page that a fault batch is moving to the host
+// (still DEVICE, locked) is not "already on the device". The prefetch waits for that batch and
+// moves the page back, so a kernel the caller starts next really finds every page on the device.
+// (A slow copy engine makes the fault batch hold its pages for a while; sim only, since the
+// latency knob is the sim's.)
+class FaultSlowCopies : public Fault {
+ protected:
+  void Configure(umrt_config &cfg) override { cfg.sim_latency_us = 30000; }
+};
+
+TEST_F(FaultSlowCopies, PrefetchWaitsForAFaultBatchOnItsPages) {
+  UMRT_SKIP_UNLESS_SIM_RUN("uses the sim's copy latency to hold a fault batch open");
+  const size_t size = 64 * KiB;
+  Managed m(size);
+  ASSERT_TRUE(m);
+  fill_pattern(m.get(), size, 21);
+  ASSERT_EQ(umrt_prefetch(m.get(), size, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
+  const uint64_t groups0 = get_stats().fault_groups;
+  std::thread reader([&] { EXPECT_TRUE(check_pattern(m.get(), kPage, 21)); });  // faults page 0 (+ window)
+  // Wait until the fault service has taken the group (collect follows at once; the copy then
+  // sleeps for the sim latency), then prefetch the window's pages back to the device.
+  const auto until = Clock::now() + std::chrono::seconds(10 * kSlowdown);
+  while (get_stats().fault_groups == groups0 && Clock::now() < until) std::this_thread::yield();
+  ASSERT_GT(get_stats().fault_groups, groups0) << "the read did not fault";
+  std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  const size_t span = 4 * kPage;  // the fault window starts at 4 pages
+  ASSERT_EQ(umrt_prefetch(m.get(), span, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
+  EXPECT_TRUE(all_pages_at(m.get(), span, UMRT_LOCATION_DEVICE)) << "right after the prefetch returned";
+  reader.join();
+  EXPECT_TRUE(all_pages_at(m.get(), span, UMRT_LOCATION_DEVICE))
+      << "the fault batch moved pages home after the prefetch had promised them on the device";
+  EXPECT_TRUE(check_device_pattern(m.get(), span, 21));
+}
+
 }  // namespace
