@@ -23,17 +23,13 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
-#include <condition_variable>
 #include <cstdarg>
 #include <cstdio>
-#include <deque>
 #include <mutex>
-#include <thread>
 #include <vector>
 
-#include "pieces.h"
+#include "staging.h"
 
 namespace umrt::rt {
 namespace {
@@ -86,48 +82,15 @@ struct Driver {
   }
 };
 
-// A staging slot and the piece whose DMA it carries (piece == nullptr: free).
-struct Slot {
-  void *buf = nullptr;
-  cudaEvent_t ev = nullptr;
-  Piece *piece = nullptr;
-  cudaError_t err = cudaSuccess;  // from enqueueing the piece
-};
-
-// Invariant: the slots holding a piece are l.next, l.next+1, ... (mod kSlots) in the order the
-// pieces were enqueued on the stream, so finishing from l.next is finishing in stream order.
-struct Lane {
-  cudaStream_t stream = nullptr;
-  Slot slots[kSlots];
-  unsigned next = 0;
-  unsigned pending = 0;
-};
-
-const char *dir_name(CopyOp::Dir d) {
-  switch (d) {
-    case CopyOp::H2D: return "host->device copy";
-    case CopyOp::D2H: return "device->host copy";
-    case CopyOp::ZERO: return "device zero-fill";
-  }
-  return "?";
-}
-
-class CudaBackend final : public Backend {
+class CudaBackend final : public Backend, private DmaOps {
  public:
   explicit CudaBackend(const CudaOptions &o) : opt_(o) {}
   ~CudaBackend() override {
-    queue_.stop();
-    for (auto &t : engines_) t.join();
+    pipeline_.reset();  // engines joined
     if (dev_ < 0) return;
     cudaSetDevice(dev_);
     // Errors are ignored from here on: at process exit the runtime may already be unloading.
-    for (auto &l : lanes_) {
-      for (Slot &s : l->slots) {
-        if (s.ev) cudaEventDestroy(s.ev);
-        if (s.buf) cudaFreeHost(s.buf);
-      }
-      if (l->stream) cudaStreamDestroy(l->stream);
-    }
+    for (auto &l : lanes_) free_lane(*l);
     for (CUmemGenericAllocationHandle &h : handles_)
       if (h) drv_.MemRelease(h);
   }
@@ -183,22 +146,26 @@ class CudaBackend final : public Backend {
     // Lanes: one per engine thread, then the spares for submitting threads.
     const unsigned engines = std::max(1u, opt_.engines);
     for (unsigned i = 0; i < engines + kSpareLanes; ++i) {
-      auto l = std::make_unique<Lane>();
-      if ((e = cudaStreamCreateWithFlags(&l->stream, cudaStreamNonBlocking)) != cudaSuccess)
+      auto l = std::make_unique<StagingLane>();
+      lanes_.push_back(std::move(l));
+      StagingLane &lane = *lanes_.back();
+      if ((e = cudaStreamCreateWithFlags(reinterpret_cast<cudaStream_t *>(&lane.stream), cudaStreamNonBlocking)) != cudaSuccess)
         return std::string("cudaStreamCreate: ") + cudaGetErrorString(e);
-      for (Slot &s : l->slots) {
+      lane.slots.resize(kSlots);
+      for (StagingSlot &s : lane.slots) {
         if ((e = cudaHostAlloc(&s.buf, kSlotBytes, cudaHostAllocPortable)) != cudaSuccess)
           return std::string("cudaHostAlloc of the staging ring: ") + cudaGetErrorString(e);
-        if ((e = cudaEventCreateWithFlags(&s.ev, cudaEventDisableTiming)) != cudaSuccess)
+        if ((e = cudaEventCreateWithFlags(reinterpret_cast<cudaEvent_t *>(&s.event), cudaEventDisableTiming)) != cudaSuccess)
           return std::string("cudaEventCreate: ") + cudaGetErrorString(e);
       }
-      lanes_.push_back(std::move(l));
     }
-    for (unsigned i = engines; i < lanes_.size(); ++i) spare_.push_back(lanes_[i].get());
-    for (unsigned i = 0; i < engines; ++i) engines_.emplace_back([this, i] { engine_loop(*lanes_[i]); });
+    const size_t nlanes = lanes_.size();
+    std::vector<StagingLane *> lanes;
+    for (auto &l : lanes_) lanes.push_back(l.get());
+    pipeline_ = std::make_unique<StagingPipeline>(static_cast<DmaOps &>(*this), kSlotBytes, std::move(lanes), engines);
     log(Level::info, "cuda: %s, %zu MiB free of %zu MiB, capacity %llu MiB, granularity %zu KiB, %u lanes x %u x %zu KiB staging",
         prop.name, free_b >> 20, total_b >> 20, static_cast<unsigned long long>(capacity_ >> 20), gran >> 10,
-        static_cast<unsigned>(lanes_.size()), kSlots, kSlotBytes >> 10);
+        static_cast<unsigned>(nlanes), kSlots, kSlotBytes >> 10);
     return {};
   }
 
@@ -301,105 +268,38 @@ class CudaBackend final : public Backend {
     return 0;
   }
 
-  // ---- copies ----------------------------------------------------------------------------------
+  // ---- copies: the staging pipeline over CUDA streams and events ------------------------------
 
   int do_transfer(CopyOp *ops, size_t n, Installer *inst) override {
-    cudaSetDevice(dev_);
-    Submission sub;
-    sub.inst = inst;
-    std::vector<Piece> pieces = cut_pieces(ops, n, kSlotBytes, copy_inject_, sub);
-    Lane *mine = take_spare();
-    if (mine && pieces.size() <= kSlots) {
-      // Small transfers (fault service): run here, no thread hop.
-      for (Piece &p : pieces) start_piece(*mine, p);
-      drain(*mine);
-    } else {
-      queue_.push(pieces);
-      if (mine) {
-        while (Piece *p = queue_.pop(false)) start_piece(*mine, *p);
-        drain(*mine);
-      }
-      sub.wait();
+    return pipeline_->transfer(ops, n, inst, copy_inject_);
+  }
+
+  void bind_thread() override { cudaSetDevice(dev_); }
+  int h2d(void *dev, const void *staged, size_t len, void *stream) override {
+    return cudaMemcpyAsync(dev, staged, len, cudaMemcpyHostToDevice, static_cast<cudaStream_t>(stream));
+  }
+  int d2h(void *staged, const void *dev, size_t len, void *stream) override {
+    return cudaMemcpyAsync(staged, dev, len, cudaMemcpyDeviceToHost, static_cast<cudaStream_t>(stream));
+  }
+  int zero(void *dev, size_t len, void *stream) override {
+    return cudaMemsetAsync(dev, 0, len, static_cast<cudaStream_t>(stream));
+  }
+  int record(void *event, void *stream) override {
+    return cudaEventRecord(static_cast<cudaEvent_t>(event), static_cast<cudaStream_t>(stream));
+  }
+  int wait(void *event) override { return cudaEventSynchronize(static_cast<cudaEvent_t>(event)); }
+  const char *text(int err) override {
+    (void)cudaGetLastError();  // reported through the pipeline: not left to the app's next call
+    return cudaGetErrorString(static_cast<cudaError_t>(err));
+  }
+  void report(const char *msg) override { note("%s", msg); }
+
+  static void free_lane(StagingLane &l) {
+    for (StagingSlot &s : l.slots) {
+      if (s.event) cudaEventDestroy(static_cast<cudaEvent_t>(s.event));
+      if (s.buf) cudaFreeHost(s.buf);
     }
-    if (mine) give_spare(mine);
-    for (size_t i = 0; i < n; ++i)
-      if (ops[i].status) return ops[i].status;
-    return 0;
-  }
-
-  Lane *take_spare() {
-    std::lock_guard g(spare_mu_);
-    if (spare_.empty()) return nullptr;
-    Lane *l = spare_.back();
-    spare_.pop_back();
-    return l;
-  }
-  void give_spare(Lane *l) {
-    std::lock_guard g(spare_mu_);
-    spare_.push_back(l);
-  }
-
-  void engine_loop(Lane &l) {
-    cudaSetDevice(dev_);
-    for (;;) {
-      Piece *p = queue_.pop(l.pending == 0);  // never sleep on the queue with DMA in flight
-      if (p) start_piece(l, *p);
-      else if (l.pending) drain(l);
-      else if (queue_.stopped_and_empty()) return;
-    }
-  }
-
-  // Enqueue a piece on the lane's stream in the next slot (finishing that slot's piece first).
-  void start_piece(Lane &l, Piece &p) {
-    Slot &s = l.slots[(l.next + l.pending) % kSlots];
-    if (l.pending == kSlots) finish_oldest(l);  // that is s: the ring is full
-    ++l.pending;
-    s.piece = &p;
-    s.err = cudaSuccess;
-    if (p.fail) return;
-    CopyOp &op = *p.op;
-    char *dev = static_cast<char *>(op.dev) + p.off;
-    char *host = static_cast<char *>(op.host) + p.off;
-    cudaError_t e = cudaSuccess;
-    switch (op.dir) {
-      case CopyOp::H2D:
-        copy_user_pages(s.buf, host, p.len);
-        e = cudaMemcpyAsync(dev, s.buf, p.len, cudaMemcpyHostToDevice, l.stream);
-        break;
-      case CopyOp::D2H: e = cudaMemcpyAsync(s.buf, dev, p.len, cudaMemcpyDeviceToHost, l.stream); break;
-      case CopyOp::ZERO: e = cudaMemsetAsync(dev, 0, p.len, l.stream); break;
-    }
-    if (e == cudaSuccess) e = cudaEventRecord(s.ev, l.stream);
-    s.err = e;
-  }
-
-  void finish_oldest(Lane &l) {
-    Slot &s = l.slots[l.next];
-    l.next = (l.next + 1) % kSlots;
-    --l.pending;
-    Piece &p = *s.piece;
-    s.piece = nullptr;
-    CopyOp &op = *p.op;
-    cudaError_t e = s.err;
-    if (!p.fail && e == cudaSuccess) e = cudaEventSynchronize(s.ev);
-    if (p.fail) {
-      if (p.first()) {
-        note("%s of %zu bytes failed (fault injection)", dir_name(op.dir), op.len);
-        set_op_status(op, -EIO);
-      }
-    } else if (e != cudaSuccess) {
-      note("%s of %zu bytes at device %p failed: %s", dir_name(op.dir), p.len,
-           static_cast<void *>(static_cast<char *>(op.dev) + p.off), cudaGetErrorString(e));
-      (void)cudaGetLastError();
-      set_op_status(op, -EIO);
-    } else if (op.dir == CopyOp::D2H) {
-      install_piece(p, s.buf);
-    }
-    p.sub->piece_done();
-  }
-
-  void drain(Lane &l) {
-    while (l.pending) finish_oldest(l);
+    if (l.stream) cudaStreamDestroy(static_cast<cudaStream_t>(l.stream));
   }
 
   CudaOptions opt_;
@@ -411,11 +311,8 @@ class CudaBackend final : public Backend {
   CUmemAccessDesc access_{};
   std::mutex hmu_;
   std::vector<CUmemGenericAllocationHandle> handles_;  // per chunk; 0 = no physical memory
-  std::vector<std::unique_ptr<Lane>> lanes_;
-  std::mutex spare_mu_;
-  std::vector<Lane *> spare_;  // guarded by spare_mu_
-  PieceQueue queue_;
-  std::vector<std::thread> engines_;
+  std::vector<std::unique_ptr<StagingLane>> lanes_;  // streams, pinned slots, events
+  std::unique_ptr<StagingPipeline> pipeline_;        // declared after lanes_: joined first
   Injector alloc_inject_, copy_inject_;
   std::mutex err_mu_;
   std::string err_;
