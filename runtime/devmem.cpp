@@ -205,7 +205,18 @@ uint64_t DevMem::bytes_in_use() {
 }
 
 bool DevMem::validate(const std::vector<RangePtr> &ranges, std::string *why) {
-  std::lock_guard g(mu_);
+  std::unique_lock g(mu_);
+  // Quiescent state expected: let batches in flight (one that a reader's fault is waiting on
+  // while a test validates from another thread, say) finish first (bounded).
+  auto idle = [&] {
+    for (auto &p : packs_)
+      if (p->busy) return false;
+    for (const RangePtr &r : ranges)
+      for (auto &b : r->own)
+        if (b->busy) return false;
+    return true;
+  };
+  cv_.wait_for(g, std::chrono::seconds(5), idle);
   char buf[256];
   auto fail = [&](const char *fmt, auto... a) {
     snprintf(buf, sizeof buf, fmt, a...);

@@ -1,7 +1,9 @@
 // fault.cpp — the fault service: one thread reads userfaultfd messages in batches, groups page
 // faults by (range, device block) and serves each group with one device->host batch covering
 // the faulting pages plus a prefetch window that doubles on sequential access (per stream: a
-// few streams per range are tracked, so several sequential readers each get their window). NONE pages in the window are zero-filled. Duplicate faults on pages already mapped are
+// few streams per range are tracked, so several sequential readers each get their window).
+// Windows never cross the faulting block: pages of a block the CPU has not touched stay where
+// the user put them (docs/design.md, "Read-ahead: tried, not kept"). NONE pages in the window are zero-filled. Duplicate faults on pages already mapped are
 // woken, not re-served. Write-protect faults on pages a host->device batch holds either cancel
 // that page's migration (and let the writer go at once) or wait for the batch, per policy.
 // UNMAP events mark the pages GONE. A page whose device copy keeps failing to come back is
@@ -44,15 +46,13 @@ struct Group {
 void serve_host_page(Runtime &rt, Range &r, size_t page) {
   Entry &e = r.entries[page];
   uint64_t old = 0;
-  if (entry_try_lock(e, &old)) {
-    if (entry::loc(old) == Loc::HOST) {
-      size_t done = 0;
-      rt.uffd.zeropage(r.addr(page), kPageSize, true, &done);
-    }
-    entry_unlock(e);
+  if (!entry_try_lock(e, &old)) return;  // its owner (a batch) wakes the span when it is done
+  if (entry::loc(old) == Loc::HOST) {
+    size_t done = 0;
+    rt.uffd.zeropage(r.addr(page), kPageSize, true, &done);
   }
-  // Mapped now, or another owner holds the page and will settle it: the thread retries.
-  rt.uffd.wake(r.addr(page), kPageSize);
+  entry_unlock(e);
+  rt.uffd.wake(r.addr(page), kPageSize);  // mapped now (or moved meanwhile): the thread retries
 }
 
 // Consecutive failed device->host copies per faulting page address (fault thread only).

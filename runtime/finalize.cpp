@@ -6,8 +6,9 @@
 //   user unmapped it) -> MADV_DONTNEED the published runs (the next CPU access faults) ->
 //   restore the others (lift the write-protect, waking blocked writers) -> unlock. Published
 //   frames count as resident.
-// to_host:   installed pages are already mapped (not yet woken): publish HOST (or NONE for
-//   dropped GONE pages), free their frames, unlock the rest.
+// to_host:   installed pages are already mapped (not yet woken) and, if copied, already
+//   published HOST by the installer: unlock them (zero-filled pages: publish HOST; dropped GONE
+//   pages: NONE), free their frames, unlock the rest.
 // Then run_batch wakes the whole span: threads that faulted on the batch's pages resume (or
 // retry) only once every entry and counter is settled.
 #include <sys/mman.h>
@@ -67,23 +68,20 @@ void finalize_to_device(Batch &b) {
 }
 
 void finalize_to_host(Batch &b) {
-  Runtime &rt = *b.rt;
   Entry *ents = b.r->entries.get();
-  uint32_t npub = 0, freed = 0, copied = 0;
+  uint32_t npub = 0, freed = 0;
   for (size_t i = 0; i < b.n; ++i) {
     if (!(b.src[i] & entry::LOCKED)) continue;
     Entry &e = ents[b.first + i];
     if (b.dst[i] & entry::MIGRATE) {
-      // The page is mapped now: its host copy is authoritative, publish whatever else changed.
+      // The page is mapped now: its host copy is authoritative. Copied pages were published
+      // HOST by the installer (still locked): unlock. Zero-filled and dropped pages: publish.
       uint64_t cur = e.load(std::memory_order_acquire);
       Loc to = entry::loc(b.dst[i]);
       while (!entry_transition(e, cur, entry::with_loc(cur, to))) {
       }
       ++npub;
-      if (entry::loc(b.src[i]) == Loc::DEVICE) {
-        ++freed;
-        copied += !(b.src[i] & entry::GONE);
-      }
+      if (entry::loc(b.src[i]) == Loc::DEVICE) ++freed;
     } else {
       entry_unlock(e);
       ++b.restored;
@@ -91,7 +89,6 @@ void finalize_to_host(Batch &b) {
   }
   b.published = npub;
   if (freed) b.db->resident.fetch_sub(freed, std::memory_order_acq_rel);
-  rt.stats.add(rt.stats.pages_to_host, copied);
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -595,6 +596,29 @@ TEST_F(FaultSlowCopies, PrefetchWaitsForAFaultBatchOnItsPages) {
   EXPECT_TRUE(all_pages_at(m.get(), span, UMRT_LOCATION_DEVICE))
       << "the fault batch moved pages home after the prefetch had promised them on the device";
   EXPECT_TRUE(check_device_pattern(m.get(), span, 21));
+}
+
+// CPU faults never move pages of a block the CPU did not touch: a reader walks all of block 0
+// (its windows grow to the whole block) while this thread prefetches block 1 to the device for
+// a kernel. Once both are done, block 1 must be on the device, every time. (A read-ahead of the
+// next block, which would speed sequential reads up, fails this: docs/design.md.)
+TEST_F(FaultBig, SequentialReaderLeavesTheNextBlockAlone) {
+  const size_t size = 3 * kBlock;
+  Managed m(size);
+  ASSERT_TRUE(m);
+  fill_pattern(m.get(), size, 24);
+  std::mt19937 rng(24);
+  for (int round = 0; round < 60; ++round) {
+    SCOPED_TRACE(round);
+    ASSERT_EQ(umrt_prefetch(m.get(), size, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
+    std::thread reader([&] { EXPECT_TRUE(check_pattern(m.get(), kBlock, 24)); });
+    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 600));
+    ASSERT_EQ(umrt_prefetch(m.get() + kBlock, kBlock, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
+    reader.join();
+    ASSERT_TRUE(all_pages_at(m.get() + kBlock, kBlock, UMRT_LOCATION_DEVICE))
+        << "a CPU read of block 0 moved block 1 home after the prefetch had put it on the device";
+  }
+  EXPECT_TRUE(check_pattern(m.get(), size, 24));
 }
 
 }  // namespace
