@@ -4,7 +4,7 @@
 # Used by run-sample.sh and test.sh; UMRT_SKIP_DEPS=1 skips it.
 set -euo pipefail
 
-packages=(build-essential cmake liburing-dev libgtest-dev googletest libcli11-dev nlohmann-json3-dev)
+packages=(build-essential cmake liburing-dev libgtest-dev googletest libcli11-dev nlohmann-json3-dev libbenchmark-dev)
 
 if [[ "${UMRT_SKIP_DEPS:-0}" == 1 ]]; then
   echo "deps: skipped (UMRT_SKIP_DEPS=1)"
