@@ -79,7 +79,7 @@ void BM_PrefetchRoundTrip(benchmark::State &state) {
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(bytes) * 2);
 }
-BENCHMARK(BM_PrefetchRoundTrip)->RangeMultiplier(8)->Range(4 << 10, 2 << 20)->UseRealTime();
+BENCHMARK(BM_PrefetchRoundTrip)->RangeMultiplier(4)->Range(4 << 10, 4 << 20)->UseRealTime();
 
 }  // namespace
 
