@@ -261,6 +261,7 @@ umrt_status umrt_prefetch(const void *ptr, size_t size, umrt_location dst, void 
   size_t first = ref->page_of(a);
   size_t last = ref->page_of(a + size - 1);
   Backend *be = call.rt().backend.get();
+  (void)be->take_error_text();  // an earlier, unrelated failure's text must not be reported here
   if (where == UMRT_LOCATION_HOST) {
     if (int rc = be->stream_sync(stream)) return from_errno(rc, "umrt_prefetch: waiting for the stream", be);
   }

@@ -4,9 +4,9 @@
 // to_device: the block's chunk (DevMem may evict LRU blocks for it), frames from the backend
 //   (fault injection point), then HOST runs are copied and NONE runs zero-filled on the device.
 // to_host:   DEVICE runs go device -> staging -> UFFDIO_COPY into the range (the backend calls
-//   the installer as each run is staged; the installer publishes the pages HOST, still locked,
-//   before the ioctl maps them atomically, so a mapped page always reads HOST; faulting threads
-//   are woken once the batch is finalized);
+//   the installer as each run is staged; the ioctl maps atomically and the installer publishes
+//   the mapped pages HOST, still locked, right after; faulting threads are woken once the batch
+//   is finalized);
 //   NONE runs (fault path) are mapped with UFFDIO_ZEROPAGE (read faults) or UFFDIO_COPY of
 //   zeros (write faults: writable at once, no COW fault per page after); GONE pages dropped.
 // A failed allocation or copy clears MIGRATE for those pages only; they will be restored.
@@ -38,32 +38,29 @@ void drop(Batch &b, size_t i, size_t j) {
   }
 }
 
-// Maps staged device->host runs into the range. Each page is published HOST (still locked)
-// *before* UFFDIO_COPY maps it, so whoever finds the page mapped (a reader that never faulted,
-// a reader woken early, a read-ahead's reader) also finds it HOST and counted; a page the ioctl
-// did not map goes back to DEVICE and will be restored. Runs on copy-engine threads too: pages
-// of one batch are disjoint between calls, counters are atomic.
+// Maps staged device->host runs into the range and publishes each mapped page HOST (still
+// locked; finalize unlocks) right after the ioctl returns, with the statistics, so a page is
+// mapped-but-not-yet-HOST only for the few microseconds of that loop, not for the rest of the
+// batch. (Publishing *before* mapping would close even that, but an unmapped HOST|LOCKED page
+// must keep meaning "the source of a host->device batch" to the fault service.) Runs on
+// copy-engine threads too: pages of one batch are disjoint between calls, counters are atomic.
 struct BatchInstaller final : Installer {
   Batch &b;
   explicit BatchInstaller(Batch &bb) : b(bb) {}
-  void set_loc(size_t i, Loc l) {
-    Entry &e = b.r->entries[b.first + i];
-    uint64_t cur = e.load(std::memory_order_acquire);
-    const uint64_t frame = l == Loc::DEVICE ? entry::frame(b.src[i]) : 0;
-    while (!entry_transition(e, cur, entry::with_loc(cur, l, frame) | entry::LOCKED)) {
-    }
-  }
   int install(CopyOp &op, const void *staged) override {
     // The fault service waits for this copy: like it, never wait out a pending munmap event.
     Uffd::NoWaitScope nowait(b.why == Why::fault || b.why == Why::fault_write);
     const size_t p0 = b.r->page_of(reinterpret_cast<uintptr_t>(op.host)) - b.first;
-    const size_t np = op.len / kPageSize;
-    for (size_t k = 0; k < np; ++k) set_loc(p0 + k, Loc::HOST);
     size_t done = 0;
     int rc = b.rt->uffd.copy(op.host, staged, op.len, true, &done);  // woken after finalize
     const size_t nd = done / kPageSize;
-    for (size_t k = 0; k < nd; ++k) b.installed[p0 + k] = true;
-    for (size_t k = nd; k < np; ++k) set_loc(p0 + k, Loc::DEVICE);  // not mapped: restored
+    for (size_t k = 0; k < nd; ++k) {
+      b.installed[p0 + k] = true;
+      Entry &e = b.r->entries[b.first + p0 + k];
+      uint64_t cur = e.load(std::memory_order_acquire);
+      while (!entry_transition(e, cur, entry::with_loc(cur, Loc::HOST) | entry::LOCKED)) {
+      }
+    }
     op.done = done;
     b.rt->stats.add(b.rt->stats.bytes_to_host, done);
     b.rt->stats.add(b.rt->stats.pages_to_host, nd);

@@ -193,8 +193,11 @@ int DevMem::ensure_chunk(DBlock *b) {
       evictions_.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
-    // The victim kept pages (a copy failed, or a new batch raced in): try again.
+    // The victim kept pages (a copy failed, or a new batch raced in): try again, with the next
+    // least recently used block first (a block whose copies keep failing must not be the only
+    // candidate forever).
     if (rc) last_err = rc;
+    if (v->chunk != kNoChunk) lru_.splice(lru_.end(), lru_, v->lru_it);
     if (++failures > 500) return last_err;
   }
 }

@@ -12,6 +12,7 @@
 #include <linux/userfaultfd.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -38,21 +39,45 @@ struct Group {
   bool write = false;  // a write fault among them
 };
 
-// A MISSING fault on a page that is HOST (not being moved to the host by anyone): its host copy
-// was mapped (a duplicate fault: wake) or discarded by the user (MADV_DONTNEED: map zeros, as
-// the kernel would). UFFDIO_ZEROPAGE tells the two apart with EEXIST. The page is locked around
-// it, so a host->device batch cannot publish and zap it in between (a zero page mapped after
-// that zap would shadow the device copy).
+// A MISSING fault on a page that is HOST: its host copy was mapped (a duplicate fault: wake) or
+// discarded by the user (MADV_DONTNEED: map zeros, as the kernel would give). UFFDIO_ZEROPAGE
+// tells the two apart with EEXIST. The page is locked around it, so a host->device batch cannot
+// publish and zap it in between (a zero page mapped after that zap would shadow the device
+// copy). If a host->device batch holds the page (HOST|LOCKED: the user discarded a page while
+// it was being copied, possibly under the very copy thread now faulting on it), that page's
+// migration is cancelled first (CANCEL: the batch can no longer publish or zap it; it restores
+// it) and then zeros are mapped: the discarded page reads as zero and the copier goes on.
+// A device->host batch publishes HOST only pages it has already mapped, so an unmapped
+// HOST|LOCKED page always belongs to a host->device batch.
 void serve_host_page(Runtime &rt, Range &r, size_t page) {
   Entry &e = r.entries[page];
   uint64_t old = 0;
-  if (!entry_try_lock(e, &old)) return;  // its owner (a batch) wakes the span when it is done
-  if (entry::loc(old) == Loc::HOST) {
-    size_t done = 0;
-    rt.uffd.zeropage(r.addr(page), kPageSize, true, &done);
+  if (entry_try_lock(e, &old)) {
+    if (entry::loc(old) == Loc::HOST) {
+      size_t done = 0;
+      rt.uffd.zeropage(r.addr(page), kPageSize, true, &done);
+    }
+    entry_unlock(e);
+    rt.uffd.wake(r.addr(page), kPageSize);  // mapped now (or moved meanwhile): the thread retries
+    return;
   }
-  entry_unlock(e);
-  rt.uffd.wake(r.addr(page), kPageSize);  // mapped now (or moved meanwhile): the thread retries
+  // Locked by someone else. Only a page that really is not mapped may be cancelled: the message
+  // may be a late one (its group's batch mapped the page and woke the thread, then a prefetch
+  // locked it), and cancelling would silently keep that page from moving.
+  unsigned char resident = 0;
+  if (mincore(r.addr(page), kPageSize, &resident) == 0 && (resident & 1)) return;
+  uint64_t cur = e.load(std::memory_order_acquire);
+  while (entry::locked(cur) && entry::loc(cur) == Loc::HOST && !(cur & entry::GONE)) {
+    if ((cur & entry::CANCEL) || entry_transition(e, cur, cur | entry::CANCEL)) {
+      size_t done = 0;
+      rt.uffd.zeropage(r.addr(page), kPageSize, true, &done);  // EEXIST: mapped meanwhile
+      rt.uffd.wake(r.addr(page), kPageSize);
+      return;
+    }
+  }
+  // DEVICE and locked: the owner, a batch, wakes its span when it is done. Unlocked meanwhile:
+  // settled, the thread retries.
+  if (!entry::locked(cur)) rt.uffd.wake(r.addr(page), kPageSize);
 }
 
 // Consecutive failed device->host copies per faulting page address (fault thread only).
@@ -116,6 +141,11 @@ void serve_group(Runtime &rt, Group &g, FailCounts &fails) {
 
 void serve_wp(Runtime &rt, Range &r, size_t page) {
   Entry &e = r.entries[page];
+  // Locked by someone else. Only a page that really is not mapped may be cancelled: the message
+  // may be a late one (its group's batch mapped the page and woke the thread, then a prefetch
+  // locked it), and cancelling would silently keep that page from moving.
+  unsigned char resident = 0;
+  if (mincore(r.addr(page), kPageSize, &resident) == 0 && (resident & 1)) return;
   uint64_t cur = e.load(std::memory_order_acquire);
   while (entry::locked(cur) && entry::loc(cur) == Loc::HOST && !(cur & entry::GONE)) {
     if (cur & entry::CANCEL) return;  // already cancelled: the write-protect is being lifted

@@ -89,6 +89,9 @@ namespace {
 // Blocks lane, lane + lanes, lane + 2*lanes, ... of [first, end); stops at the first error.
 int migrate_lane(Runtime &rt, Range &r, size_t first, size_t end, Dir dir, Why why, unsigned lane,
                  unsigned lanes) {
+  // Shutdown goes on past a failed block: every other block still gets its chance to come home
+  // before device memory is freed.
+  int first_error = 0;
   unsigned k = 0;
   for (size_t p = first; p < end; ++k) {
     size_t stop = std::min(end, r.block_end(p));
@@ -98,16 +101,20 @@ int migrate_lane(Runtime &rt, Range &r, size_t first, size_t end, Dir dir, Why w
       for (unsigned attempt = 0;; ++attempt) {
         uint32_t skipped = 0;
         int rc = run_batch(rt, r, p, stop - p, dir, why, false, &skipped);
-        if (rc) return rc;
-        if (skipped == 0) break;
-        if (attempt > 100000) return -EBUSY;
+        if (rc == 0 && skipped == 0) break;
+        if (rc == 0 && attempt > 100000) rc = -EBUSY;
+        if (rc) {
+          if (why != Why::shutdown) return rc;
+          if (!first_error) first_error = rc;
+          break;
+        }
         if (attempt > 16) std::this_thread::sleep_for(std::chrono::microseconds(50));
         else std::this_thread::yield();
       }
     }
     p = stop;
   }
-  return 0;
+  return first_error;
 }
 }  // namespace
 

@@ -46,6 +46,7 @@ bool retry_eagain() {
 }  // namespace
 
 void Uffd::mark_fault_service_thread() { t_fault_service = true; }
+bool Uffd::on_fault_service_thread() { return t_fault_service; }
 
 Uffd::NoWaitScope::NoWaitScope(bool on) : prev_(t_fault_service) { t_fault_service = prev_ || on; }
 Uffd::NoWaitScope::~NoWaitScope() { t_fault_service = prev_; }

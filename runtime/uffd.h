@@ -37,6 +37,7 @@ class Uffd {
   // Called once by the fault service thread: on it, EAGAIN (a user munmap in progress) is
   // returned instead of retried, since only this thread can let the munmap finish.
   static void mark_fault_service_thread();
+  static bool on_fault_service_thread();
   // The same for work a copy engine does on the fault service's behalf (while it waits).
   class NoWaitScope {
    public:

@@ -621,4 +621,29 @@ TEST_F(FaultBig, SequentialReaderLeavesTheNextBlockAlone) {
   EXPECT_TRUE(check_pattern(m.get(), size, 24));
 }
 
+// The user discards a page (MADV_DONTNEED) while a prefetch to the device is copying it: the copy
+// thread faults on a page its own batch holds. The fault service cancels that page's migration
+// and maps zeros, so the prefetch finishes (no hang), the discarded page reads as zero on the
+// host (as the kernel would give), and every other page moves with its data.
+TEST_F(FaultSlowCopies, DiscardDuringPrefetchToDevice) {
+  UMRT_SKIP_UNLESS_SIM_RUN("uses the sim's copy latency to hold the batch open");
+  const size_t size = 64 * KiB, victim = 5;
+  Managed m(size);
+  ASSERT_TRUE(m);
+  fill_pattern(m.get(), size, 25);
+  Watchdog wd(std::chrono::seconds(20), "prefetch to the device of a range with a discarded page");
+  umrt_status st = UMRT_ERROR_INVALID_VALUE;
+  std::thread mover([&] { st = umrt_prefetch(m.get(), size, UMRT_LOCATION_DEVICE, nullptr); });
+  // The batch has locked and write-protected the pages within a few ms; its copy then sleeps
+  // for the 30 ms latency before it reads them.
+  std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_EQ(madvise(m.get() + victim * kPage, kPage, MADV_DONTNEED), 0);
+  mover.join();
+  ASSERT_EQ(st, UMRT_SUCCESS) << last_error();
+  EXPECT_EQ(location_of(m.get() + victim * kPage), UMRT_LOCATION_HOST) << "the discarded page is restored";
+  EXPECT_TRUE(check_zero(m.get() + victim * kPage, kPage)) << "a discarded page reads as zero";
+  EXPECT_TRUE(check_device_pattern(m.get(), victim * kPage, 25));
+  EXPECT_TRUE(check_pattern(m.get() + (victim + 1) * kPage, size - (victim + 1) * kPage, 25, (victim + 1) * kPage));
+}
+
 }  // namespace

@@ -172,8 +172,9 @@ struct Fixture {
   FakeLanes lanes;
   StagingPipeline pipe;
   Injector inject;
+  // engines + spares lanes, and the urgent lane.
   Fixture(size_t dev_bytes, unsigned engines, unsigned spares, unsigned slots)
-      : dma(dev_bytes), lanes(engines + spares, slots), pipe(dma, kSlot, lanes.ptrs(), engines) {}
+      : dma(dev_bytes), lanes(engines + spares + 1, slots), pipe(dma, kSlot, lanes.ptrs(), engines) {}
 };
 
 TEST(Staging, HostToDeviceIsExactAndWaitsBeforeReusingSlots) {
@@ -271,7 +272,7 @@ TEST(Staging, InjectedFailureReportsOnce) {
       << "an injected failure moves nothing";
 }
 
-// A transfer of at most one ring of pieces runs on the submitting thread (the fault path).
+// A transfer of at most one ring of pieces runs on the submitting thread when it gets a lane.
 TEST(Staging, SmallTransferStaysOnTheCaller) {
   Fixture f(4 * kSlot, 2, 1, 4);
   std::vector<uint8_t> host(4 * kSlot, 9);
@@ -279,6 +280,21 @@ TEST(Staging, SmallTransferStaysOnTheCaller) {
   ASSERT_EQ(f.pipe.transfer(&op, 1, nullptr, f.inject), 0);
   EXPECT_EQ(f.dma.enqueuers, std::set<std::thread::id>{std::this_thread::get_id()});
   EXPECT_TRUE(f.dma.dev == host);
+}
+
+// An urgent transfer (the fault service's) runs every piece on the caller, in its own lane,
+// however many pieces it has and whatever the other lanes do: it never waits behind pieces of
+// other transfers.
+TEST(Staging, UrgentTransferNeverLeavesTheCaller) {
+  const size_t bytes = 11 * kSlot + 4096 * 3;
+  Fixture f(bytes, 2, 0, 2);  // no spare lane at all for ordinary callers
+  fill(f.dma.dev, 11);
+  std::vector<uint8_t> host(bytes, 0);
+  auto ops = ops_over(CopyOp::D2H, host.data(), f.dma.dev.data(), bytes, 12);
+  MemcpyInstaller inst;
+  ASSERT_EQ(f.pipe.transfer(ops.data(), ops.size(), &inst, f.inject, true), 0);
+  EXPECT_EQ(f.dma.enqueuers, std::set<std::thread::id>{std::this_thread::get_id()});
+  EXPECT_TRUE(host == f.dma.dev);
 }
 
 // Several threads submit at once (more than the spare lanes): every byte lands.

@@ -24,11 +24,14 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <exception>
+#include <new>
 #include <cstdarg>
 #include <cstdio>
 #include <mutex>
 #include <vector>
 
+#include "../uffd.h"
 #include "staging.h"
 
 namespace umrt::rt {
@@ -36,7 +39,26 @@ namespace {
 
 constexpr size_t kSlotBytes = size_t{1} << 20;  // one staging slot = one piece
 constexpr unsigned kSlots = 4;                   // per lane: DMA of 3 pieces behind the CPU's
-constexpr unsigned kSpareLanes = 4;              // lanes for submitting threads
+constexpr unsigned kSpareLanes = 4;              // lanes for submitting threads (1: the fault service's)
+
+// Makes umrt's device current on this thread for a scope and gives the application its own back:
+// umrt calls run on application threads, which may be working on another device.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int dev) {
+    if (cudaGetDevice(&prev_) != cudaSuccess) prev_ = -1;
+    if (prev_ != dev) cudaSetDevice(dev);
+    else prev_ = -1;
+  }
+  ~DeviceGuard() {
+    if (prev_ >= 0) cudaSetDevice(prev_);
+  }
+  DeviceGuard(const DeviceGuard &) = delete;
+  DeviceGuard &operator=(const DeviceGuard &) = delete;
+
+ private:
+  int prev_ = -1;
+};
 
 // The driver entry points this backend uses (no link-time dependency on libcuda).
 struct Driver {
@@ -88,7 +110,7 @@ class CudaBackend final : public Backend, private DmaOps {
   ~CudaBackend() override {
     pipeline_.reset();  // engines joined
     if (dev_ < 0) return;
-    cudaSetDevice(dev_);
+    DeviceGuard guard(dev_);
     // Errors are ignored from here on: at process exit the runtime may already be unloading.
     for (auto &l : lanes_) free_lane(*l);
     for (CUmemGenericAllocationHandle &h : handles_)
@@ -200,7 +222,7 @@ class CudaBackend final : public Backend, private DmaOps {
   }
 
   int do_window_create(size_t bytes, DevWindow *w) override {
-    cudaSetDevice(dev_);
+    DeviceGuard guard(dev_);
     CUdeviceptr p = 0;
     if (CUresult r = drv_.MemAddressReserve(&p, bytes, kBlockSize, 0, 0); r != CUDA_SUCCESS)
       return fail_drv("cuMemAddressReserve", r);
@@ -214,7 +236,7 @@ class CudaBackend final : public Backend, private DmaOps {
   }
 
   int do_chunk_map(DevWindow *w, size_t offset, uint32_t chunk) override {
-    cudaSetDevice(dev_);
+    DeviceGuard guard(dev_);
     CUmemGenericAllocationHandle h = 0;
     {
       std::lock_guard g(hmu_);
@@ -253,12 +275,12 @@ class CudaBackend final : public Backend, private DmaOps {
     return -ENOMEM;
   }
   int do_device_sync() override {
-    cudaSetDevice(dev_);
+    DeviceGuard guard(dev_);
     cudaError_t e = cudaDeviceSynchronize();
     return e == cudaSuccess ? 0 : fail_rt("cudaDeviceSynchronize (waiting for device work)", e);
   }
   int do_stream_sync(void *stream) override {
-    cudaSetDevice(dev_);
+    DeviceGuard guard(dev_);
     cudaError_t e = cudaStreamSynchronize(static_cast<cudaStream_t>(stream));
     return e == cudaSuccess ? 0 : fail_rt("cudaStreamSynchronize of the caller's stream", e);
   }
@@ -271,7 +293,8 @@ class CudaBackend final : public Backend, private DmaOps {
   // ---- copies: the staging pipeline over CUDA streams and events ------------------------------
 
   int do_transfer(CopyOp *ops, size_t n, Installer *inst) override {
-    return pipeline_->transfer(ops, n, inst, copy_inject_);
+    DeviceGuard guard(dev_);  // bind_thread() sets it on this thread for the pipeline
+    return pipeline_->transfer(ops, n, inst, copy_inject_, Uffd::on_fault_service_thread());
   }
 
   void bind_thread() override { cudaSetDevice(dev_); }
@@ -321,10 +344,15 @@ class CudaBackend final : public Backend, private DmaOps {
 }  // namespace
 
 std::unique_ptr<Backend> make_cuda_backend(const CudaOptions &o, std::string *why) {
-  auto b = std::make_unique<CudaBackend>(o);
-  *why = b->start();
-  if (!why->empty()) return nullptr;
-  return b;
+  try {  // threads and memory: nothing may throw through the C API
+    auto b = std::make_unique<CudaBackend>(o);
+    *why = b->start();
+    if (!why->empty()) return nullptr;
+    return b;
+  } catch (const std::exception &e) {
+    *why = std::string("starting the cuda backend: ") + e.what();
+    return nullptr;
+  }
 }
 
 }  // namespace umrt::rt

@@ -14,6 +14,8 @@
 
 #include <atomic>
 #include <cerrno>
+#include <exception>
+#include <new>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
@@ -148,10 +150,17 @@ class SimBackend final : public Backend {
 }  // namespace
 
 std::unique_ptr<Backend> make_sim_backend(const SimOptions &o, int *err) {
-  auto b = std::make_unique<SimBackend>(o);
-  *err = b->start();
-  if (*err) return nullptr;
-  return b;
+  try {  // threads and memory: nothing may throw through the C API
+    auto b = std::make_unique<SimBackend>(o);
+    *err = b->start();
+    if (*err) return nullptr;
+    return b;
+  } catch (const std::bad_alloc &) {
+    *err = -ENOMEM;
+  } catch (const std::exception &) {
+    *err = -EAGAIN;  // std::system_error from std::thread: no thread to be had
+  }
+  return nullptr;
 }
 
 }  // namespace umrt::rt

@@ -21,9 +21,16 @@ const char *dir_name(CopyOp::Dir d) {
 StagingPipeline::StagingPipeline(DmaOps &dma, size_t slot_bytes, std::vector<StagingLane *> lanes,
                                  unsigned engines)
     : dma_(dma), slot_bytes_(slot_bytes), lanes_(std::move(lanes)) {
-  UMRT_CHECK(engines <= lanes_.size(), "more engines than lanes");
-  for (size_t i = engines; i < lanes_.size(); ++i) spare_.push_back(lanes_[i]);
-  for (unsigned i = 0; i < engines; ++i) engines_.emplace_back([this, i] { engine_loop(*lanes_[i]); });
+  UMRT_CHECK(engines + 1 <= lanes_.size(), "needs a lane per engine and the urgent lane");
+  urgent_ = lanes_.back();
+  for (size_t i = engines; i + 1 < lanes_.size(); ++i) spare_.push_back(lanes_[i]);
+  try {
+    for (unsigned i = 0; i < engines; ++i) engines_.emplace_back([this, i] { engine_loop(*lanes_[i]); });
+  } catch (...) {  // no destructor runs for a half-built object: join what started, pass it on
+    queue_.stop();
+    for (auto &t : engines_) t.join();
+    throw;
+  }
 }
 
 StagingPipeline::~StagingPipeline() {
@@ -31,14 +38,28 @@ StagingPipeline::~StagingPipeline() {
   for (auto &t : engines_) t.join();
 }
 
-int StagingPipeline::transfer(CopyOp *ops, size_t n, Installer *inst, Injector &inject) {
+int StagingPipeline::transfer(CopyOp *ops, size_t n, Installer *inst, Injector &inject, bool urgent) {
   dma_.bind_thread();
   Submission sub;
   sub.inst = inst;
   std::vector<Piece> pieces = cut_pieces(ops, n, slot_bytes_, inject, sub);
+  if (urgent) {
+    std::lock_guard g(urgent_mu_);
+    for (Piece &p : pieces) start_piece(*urgent_, p);  // a full ring finishes its oldest first
+    drain(*urgent_);
+  } else {
+    run_shared(pieces, sub);
+  }
+  for (size_t i = 0; i < n; ++i)
+    if (ops[i].status) return ops[i].status;
+  return 0;
+}
+
+void StagingPipeline::run_shared(std::vector<Piece> &pieces, Submission &sub) {
+  if (pieces.empty()) return;
   StagingLane *mine = take_spare();
   if (mine && pieces.size() <= mine->slots.size()) {
-    // Small transfers (the fault path): all on this thread, no hop to an engine.
+    // Small transfers: all on this thread, no hop to an engine.
     for (Piece &p : pieces) start_piece(*mine, p);
     drain(*mine);
   } else {
@@ -50,9 +71,6 @@ int StagingPipeline::transfer(CopyOp *ops, size_t n, Installer *inst, Injector &
     sub.wait();
   }
   if (mine) give_spare(mine);
-  for (size_t i = 0; i < n; ++i)
-    if (ops[i].status) return ops[i].status;
-  return 0;
 }
 
 StagingLane *StagingPipeline::take_spare() {

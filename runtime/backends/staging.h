@@ -60,20 +60,24 @@ struct StagingLane {
 
 class StagingPipeline {
  public:
-  // lanes[0, engines) get an engine thread each; the rest are spares for submitting threads.
-  // The lanes (and their streams, buffers, events) belong to the caller and must outlive this.
+  // lanes[0, engines) get an engine thread each; the last lane is kept for urgent transfers;
+  // the rest are spares for submitting threads. The lanes (and their streams, buffers, events)
+  // belong to the caller and must outlive this. Needs engines + 1 lanes at least.
   StagingPipeline(DmaOps &dma, size_t slot_bytes, std::vector<StagingLane *> lanes, unsigned engines);
   ~StagingPipeline();  // stops and joins the engines
   StagingPipeline(const StagingPipeline &) = delete;
   StagingPipeline &operator=(const StagingPipeline &) = delete;
 
   // Backend::do_transfer: run every op (pieces of slot_bytes; each op draws once from
-  // `inject`); per-op status in ops[i].status; returns 0 or the first error.
-  int transfer(CopyOp *ops, size_t n, Installer *inst, Injector &inject);
+  // `inject`); per-op status in ops[i].status; returns 0 or the first error. `urgent` (the
+  // fault service): every piece runs on this thread in the reserved lane, never behind another
+  // transfer's pieces — which may be stuck until the fault service reads a munmap event.
+  int transfer(CopyOp *ops, size_t n, Installer *inst, Injector &inject, bool urgent = false);
 
   size_t slot_bytes() const { return slot_bytes_; }
 
  private:
+  void run_shared(std::vector<Piece> &pieces, Submission &sub);
   StagingLane *take_spare();
   void give_spare(StagingLane *l);
   void engine_loop(StagingLane &l);
@@ -86,6 +90,8 @@ class StagingPipeline {
   std::vector<StagingLane *> lanes_;
   std::mutex spare_mu_;
   std::vector<StagingLane *> spare_;  // guarded by spare_mu_
+  std::mutex urgent_mu_;               // holds the urgent lane
+  StagingLane *urgent_ = nullptr;
   PieceQueue queue_;
   std::vector<std::thread> engines_;
 };
