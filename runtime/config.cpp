@@ -1,6 +1,10 @@
 // config.cpp — umrt_config resolution: explicit fields win, then UMRT_* variables, then defaults.
 #include "config.h"
 
+#include <sched.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -48,6 +52,16 @@ umrt_status bad_env(const char *name, const char *value, const char *expect) {
 
 }  // namespace
 
+// One copy engine per usable CPU but one (the submitting threads copy too), 1 to 8:
+// docs/design.md, "Copy engines".
+uint32_t default_copy_threads() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  long cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : sysconf(_SC_NPROCESSORS_ONLN);
+  if (cpus < 2) return 1;
+  return static_cast<uint32_t>(std::min<long>(cpus - 1, 8));
+}
+
 umrt_status resolve_config(umrt_config *c) {
   const char *v;
   if (enum_int(c->backend) == UMRT_BACKEND_DEFAULT) {
@@ -81,7 +95,7 @@ umrt_status resolve_config(umrt_config *c) {
   }
   struct U32 { uint32_t *field; const char *env; uint32_t def; uint32_t lo, hi; };
   const U32 u32s[] = {
-      {&c->copy_threads, "UMRT_COPY_THREADS", 2, 1, 64},
+      {&c->copy_threads, "UMRT_COPY_THREADS", default_copy_threads(), 1, 64},
       {&c->prefetch_min_pages, "UMRT_PREFETCH_MIN", 4, 1, 512},
       {&c->prefetch_max_pages, "UMRT_PREFETCH_MAX", 512, 1, 512},
       {&c->sim_latency_us, "UMRT_SIM_LATENCY_US", 0, 0, 10'000'000},

@@ -13,6 +13,9 @@ bool parse_bytes(const char *s, uint64_t *out);
 // UMRT_ERROR_INVALID_VALUE (with last_error set) for a malformed variable or field.
 umrt_status resolve_config(umrt_config *cfg);
 
+// The default number of copy engines on this machine (UMRT_COPY_THREADS unset).
+uint32_t default_copy_threads();
+
 constexpr uint64_t kSimDefaultDeviceMemory = uint64_t{4} << 30;
 
 }  // namespace umrt::rt

@@ -69,7 +69,7 @@ def panel_prefetch(ax, sc):
         ax.set_xticks(xs)
         ax.set_xticklabels([human(x) for x in xs], rotation=45)
     if pf:
-        n = pf["copy_engines"]
+        n = pf.get("baseline_threads", pf["copy_engines"])
         lines = (
             ("memcpy_1thread_gbps", "memcpy, 1 thread (h→d limit)", "C2", "--"),
             ("memcpy_nthreads_gbps", f"memcpy, {n} threads", "C2", ":"),

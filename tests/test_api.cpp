@@ -8,9 +8,11 @@
 
 #include <umrt/umrt.hpp>
 
+#include <sched.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdint>
 #include <cstring>
@@ -451,7 +453,12 @@ TEST(ApiInit, ConfigDefaults) {
   ASSERT_EQ(umrt_config_defaults(&cfg), UMRT_SUCCESS) << last_error();
   EXPECT_EQ(cfg.backend, UMRT_BACKEND_AUTO);
   EXPECT_EQ(cfg.log_level, UMRT_LOG_WARN);
-  EXPECT_EQ(cfg.copy_threads, 2u);
+  // usable CPUs - 1, between 1 and 8 (docs/design.md, "Copy engines")
+  cpu_set_t cpus;
+  CPU_ZERO(&cpus);
+  ASSERT_EQ(sched_getaffinity(0, sizeof cpus, &cpus), 0);
+  const uint32_t want = static_cast<uint32_t>(std::clamp(CPU_COUNT(&cpus) - 1, 1, 8));
+  EXPECT_EQ(cfg.copy_threads, want);
   EXPECT_EQ(cfg.prefetch_min_pages, 4u);  // docs/design.md: fault prefetch window
   EXPECT_EQ(cfg.prefetch_max_pages, 512u);
   EXPECT_EQ(cfg.write_fault, UMRT_WRITE_FAULT_CANCEL);

@@ -60,7 +60,8 @@ typedef struct umrt_config {
                                          sim 4G, cuda 90% of the GPU's free memory at init     */
   umrt_log_level log_level;           /* UMRT_LOG=error|warn|info|debug                        */
   uint32_t copy_threads;              /* copy engines (cuda: each with a stream and pinned
-                                         staging); UMRT_COPY_THREADS; default 2                */
+                                         staging); UMRT_COPY_THREADS; default: usable CPUs - 1,
+                                         1 to 8                                                */
   uint32_t prefetch_min_pages;        /* fault prefetch window start; UMRT_PREFETCH_MIN; 4     */
   uint32_t prefetch_max_pages;        /* window cap (<= 512); UMRT_PREFETCH_MAX; 512           */
   umrt_write_fault_policy write_fault;/* UMRT_WRITE_FAULT=cancel|wait                          */
