@@ -138,7 +138,9 @@ class CudaBackend final : public Backend, private DmaOps {
     CUdevice cudev = 0;
     if (CUresult r = drv_.DeviceGet(&cudev, dev); r != CUDA_SUCCESS) return std::string("cuDeviceGet: ") + drv_.text(r);
     int vmm = 0;
-    drv_.DeviceGetAttribute(&vmm, CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED, cudev);
+    if (CUresult r = drv_.DeviceGetAttribute(&vmm, CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED, cudev);
+        r != CUDA_SUCCESS)
+      return std::string("cuDeviceGetAttribute(VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED): ") + drv_.text(r);
     if (!vmm) return std::string(prop.name) + " does not support the virtual memory management API";
     prop_ = {};
     prop_.type = CU_MEM_ALLOCATION_TYPE_PINNED;
