@@ -8,6 +8,8 @@
 #include <gtest/gtest.h>
 #include <umrt/umrt.h>
 
+#include "../kernels/umrt_kernels.h"
+
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -64,14 +66,8 @@ inline std::string str(umrt_status s) {
 
 // ---- patterns ------------------------------------------------------------------------------------
 
-inline uint64_t mix64(uint64_t x) {
-  x ^= x >> 30;
-  x *= 0xbf58476d1ce4e5b9ull;
-  x ^= x >> 27;
-  x *= 0x94d049bb133111ebull;
-  x ^= x >> 31;
-  return x;
-}
+// The bit mixer the kernels use too (kernels/umrt_kernels.h is plain C++ outside nvcc).
+inline uint64_t mix64(uint64_t x) { return umrt_kernels::mix(x); }
 
 // The 8-byte word at byte offset (word_index * 8) of a buffer filled with `seed`. It depends on the
 // page and on the position in the page, so a page copied to the wrong place is caught.
