@@ -6,6 +6,7 @@
 // or pack) so device addresses are linear over an allocation. All calls return 0 or -errno.
 #pragma once
 
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -100,6 +101,16 @@ struct Injector {
     std::lock_guard g(m);
     ++seen;
     return seen >= from && seen < until;
+  }
+};
+
+// The two injection points every backend has: frame allocations and copies.
+struct Injectors {
+  Injector alloc, copy;
+  int arm(InjectKind k, uint64_t nth, uint64_t count) {
+    if (nth == 0 || count == 0) return -EINVAL;
+    (k == InjectKind::alloc ? alloc : copy).arm(nth, count);
+    return 0;
   }
 };
 

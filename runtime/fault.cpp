@@ -3,8 +3,9 @@
 // the faulting pages plus a prefetch window that doubles on sequential access (per stream: a
 // few streams per range are tracked, so several sequential readers each get their window).
 // Windows never cross the faulting block: pages of a block the CPU has not touched stay where
-// the user put them (docs/design.md, "Read-ahead: tried, not kept"). NONE pages in the window are zero-filled. Duplicate faults on pages already mapped are
-// woken, not re-served. Write-protect faults on pages a host->device batch holds either cancel
+// the user put them (docs/design.md, "Read-ahead: tried twice, not kept"). NONE pages in the
+// window are zero-filled. Duplicate faults on pages already mapped are woken, not re-served.
+// Write-protect faults on pages a host->device batch holds either cancel
 // that page's migration (and let the writer go at once) or wait for the batch, per policy.
 // UNMAP events mark the pages GONE. A page whose device copy keeps failing to come back is
 // poisoned after kGiveUpAfter attempts (SIGBUS), never retried forever. Never throws; never

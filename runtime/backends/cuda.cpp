@@ -133,7 +133,6 @@ class CudaBackend final : public Backend, private DmaOps {
     cudaDeviceProp prop{};
     if ((e = cudaGetDeviceProperties(&prop, dev)) != cudaSuccess)
       return std::string("cudaGetDeviceProperties: ") + cudaGetErrorString(e);
-    gpu_ = prop.name;
     if (std::string why = drv_.load(); !why.empty()) return "driver entry point " + why;
     CUdevice cudev = 0;
     if (CUresult r = drv_.DeviceGet(&cudev, dev); r != CUDA_SUCCESS) return std::string("cuDeviceGet: ") + drv_.text(r);
@@ -170,9 +169,7 @@ class CudaBackend final : public Backend, private DmaOps {
     // Lanes: one per engine thread, then the spares for submitting threads.
     const unsigned engines = std::max(1u, opt_.engines);
     for (unsigned i = 0; i < engines + kSpareLanes; ++i) {
-      auto l = std::make_unique<StagingLane>();
-      lanes_.push_back(std::move(l));
-      StagingLane &lane = *lanes_.back();
+      StagingLane &lane = *lanes_.emplace_back(std::make_unique<StagingLane>());
       if ((e = cudaStreamCreateWithFlags(reinterpret_cast<cudaStream_t *>(&lane.stream), cudaStreamNonBlocking)) != cudaSuccess)
         return std::string("cudaStreamCreate: ") + cudaGetErrorString(e);
       lane.slots.resize(kSlots);
@@ -183,13 +180,12 @@ class CudaBackend final : public Backend, private DmaOps {
           return std::string("cudaEventCreate: ") + cudaGetErrorString(e);
       }
     }
-    const size_t nlanes = lanes_.size();
     std::vector<StagingLane *> lanes;
     for (auto &l : lanes_) lanes.push_back(l.get());
     pipeline_ = std::make_unique<StagingPipeline>(static_cast<DmaOps &>(*this), kSlotBytes, std::move(lanes), engines);
     log(Level::info, "cuda: %s, %zu MiB free of %zu MiB, capacity %llu MiB, granularity %zu KiB, %u lanes x %u x %zu KiB staging",
         prop.name, free_b >> 20, total_b >> 20, static_cast<unsigned long long>(capacity_ >> 20), gran >> 10,
-        static_cast<unsigned>(nlanes), kSlots, kSlotBytes >> 10);
+        static_cast<unsigned>(lanes_.size()), kSlots, kSlotBytes >> 10);
     return {};
   }
 
@@ -272,7 +268,7 @@ class CudaBackend final : public Backend, private DmaOps {
   }
 
   int do_frames_alloc(size_t) override {
-    if (!alloc_inject_.hit()) return 0;
+    if (!inject_.alloc.hit()) return 0;
     note("frame allocation failed (fault injection)");
     return -ENOMEM;
   }
@@ -286,17 +282,13 @@ class CudaBackend final : public Backend, private DmaOps {
     cudaError_t e = cudaStreamSynchronize(static_cast<cudaStream_t>(stream));
     return e == cudaSuccess ? 0 : fail_rt("cudaStreamSynchronize of the caller's stream", e);
   }
-  int do_inject(InjectKind k, uint64_t nth, uint64_t count) override {
-    if (nth == 0 || count == 0) return -EINVAL;
-    (k == InjectKind::alloc ? alloc_inject_ : copy_inject_).arm(nth, count);
-    return 0;
-  }
+  int do_inject(InjectKind k, uint64_t nth, uint64_t count) override { return inject_.arm(k, nth, count); }
 
   // ---- copies: the staging pipeline over CUDA streams and events ------------------------------
 
   int do_transfer(CopyOp *ops, size_t n, Installer *inst) override {
     DeviceGuard guard(dev_);  // bind_thread() sets it on this thread for the pipeline
-    return pipeline_->transfer(ops, n, inst, copy_inject_, Uffd::on_fault_service_thread());
+    return pipeline_->transfer(ops, n, inst, inject_.copy, Uffd::on_fault_service_thread());
   }
 
   void bind_thread() override { cudaSetDevice(dev_); }
@@ -329,7 +321,6 @@ class CudaBackend final : public Backend, private DmaOps {
 
   CudaOptions opt_;
   Driver drv_;
-  std::string gpu_;  // the device's name
   int dev_ = -1;
   uint64_t capacity_ = 0;
   CUmemAllocationProp prop_{};
@@ -338,7 +329,7 @@ class CudaBackend final : public Backend, private DmaOps {
   std::vector<CUmemGenericAllocationHandle> handles_;  // per chunk; 0 = no physical memory
   std::vector<std::unique_ptr<StagingLane>> lanes_;  // streams, pinned slots, events
   std::unique_ptr<StagingPipeline> pipeline_;        // declared after lanes_: joined first
-  Injector alloc_inject_, copy_inject_;
+  Injectors inject_;
   std::mutex err_mu_;
   std::string err_;
 };

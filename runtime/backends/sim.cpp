@@ -86,20 +86,16 @@ class SimBackend final : public Backend {
               static_cast<off_t>(uint64_t{chunk} * kBlockSize), kBlockSize);
   }
 
-  int do_frames_alloc(size_t) override { return alloc_inject_.hit() ? -ENOMEM : 0; }
+  int do_frames_alloc(size_t) override { return inject_.alloc.hit() ? -ENOMEM : 0; }
   int do_device_sync() override { return 0; }  // sim "kernels" are synchronous host code
   int do_stream_sync(void *) override { return 0; }
 
-  int do_inject(InjectKind k, uint64_t nth, uint64_t count) override {
-    if (nth == 0 || count == 0) return -EINVAL;
-    (k == InjectKind::alloc ? alloc_inject_ : copy_inject_).arm(nth, count);
-    return 0;
-  }
+  int do_inject(InjectKind k, uint64_t nth, uint64_t count) override { return inject_.arm(k, nth, count); }
 
   int do_transfer(CopyOp *ops, size_t n, Installer *inst) override {
     Submission sub;
     sub.inst = inst;
-    std::vector<Piece> pieces = cut_pieces(ops, n, kPieceBytes, copy_inject_, sub);
+    std::vector<Piece> pieces = cut_pieces(ops, n, kPieceBytes, inject_.copy, sub);
     if (pieces.size() == 1) {
       run_piece(pieces[0]);
     } else {
@@ -144,7 +140,7 @@ class SimBackend final : public Backend {
   int fd_ = -1;
   PieceQueue queue_;
   std::vector<std::thread> engines_;
-  Injector alloc_inject_, copy_inject_;
+  Injectors inject_;
 };
 
 }  // namespace
