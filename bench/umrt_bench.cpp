@@ -691,6 +691,22 @@ struct VariantResult {
   std::optional<Steps> steps;  // umrt only
 };
 
+// Book one repetition of a fault scenario into v and g; returns its GB/s. Past the warm-up
+// (`measured`), the latencies over `thr` (every access's with `every_access`) are kept, and the
+// rep's fault count and number of slow accesses.
+double book_rep(VariantResult &v, std::vector<double> &g, const AccessResult &ar, size_t bytes, double thr,
+                bool measured, uint64_t faults, bool every_access = false) {
+  const double gb = static_cast<double>(bytes) / ar.seconds / 1e9;
+  if (!measured) return gb;
+  auto slow = over(ar.lat_us, thr);
+  const std::vector<double> &keep = every_access ? ar.lat_us : slow;
+  g.push_back(gb);
+  v.fault_lat_us.insert(v.fault_lat_us.end(), keep.begin(), keep.end());
+  v.faults_per_rep = faults;
+  v.slow_accesses_per_rep = slow.size();
+  return gb;
+}
+
 json variant_json(const VariantResult &v, const char *lat_rule) {
   if (v.failed) return failed_json(v.error);
   json j{{"gbps", to_json(v.gbps)},
@@ -736,16 +752,9 @@ void scenario_fault(bool random) {
         umrt_stats a = stats();
         AccessResult ar = touch(p, orders, false);
         umrt_stats b = stats();
-        double gb = static_cast<double>(bytes) / ar.seconds / 1e9;
-        auto slow = over(ar.lat_us, thr);
         v.exact = v.exact && ar.sum == expect;
-        if (r >= opt.warmup) {
-          g.push_back(gb);
-          v.fault_lat_us.insert(v.fault_lat_us.end(), slow.begin(), slow.end());
-          v.faults_per_rep = b.cpu_faults - a.cpu_faults;
-          v.slow_accesses_per_rep = slow.size();
-          v.steps->add(a, b);
-        }
+        double gb = book_rep(v, g, ar, bytes, thr, r >= opt.warmup, b.cpu_faults - a.cpu_faults);
+        if (r >= opt.warmup) v.steps->add(a, b);
         std::fprintf(stderr, "  [%s umrt %ut] rep %u: %.2f GB/s, %llu faults\n", name, th, r + 1, gb,
                      static_cast<unsigned long long>(b.cpu_faults - a.cpu_faults));
       }
@@ -763,13 +772,7 @@ void scenario_fault(bool random) {
         AccessResult ar = touch(static_cast<char *>(m), orders, true);
         long f1 = minflt();
         munmap(m, bytes);
-        double gb = static_cast<double>(bytes) / ar.seconds / 1e9;
-        if (r >= opt.warmup) {
-          g.push_back(gb);
-          v.fault_lat_us.insert(v.fault_lat_us.end(), ar.lat_us.begin(), ar.lat_us.end());
-          v.faults_per_rep = static_cast<uint64_t>(f1 - f0);
-          v.slow_accesses_per_rep = over(ar.lat_us, thr).size();
-        }
+        double gb = book_rep(v, g, ar, bytes, thr, r >= opt.warmup, static_cast<uint64_t>(f1 - f0), true);
         std::fprintf(stderr, "  [%s kernel %ut] rep %u: %.2f GB/s\n", name, th, r + 1, gb);
       }
       v.gbps = summarize(g);
@@ -784,15 +787,8 @@ void scenario_fault(bool random) {
         auto h = bench::BareUffd::create(bytes, src.p, w, why);
         if (!h) die("bare handler: " + why);
         AccessResult ar = touch(h->data(), orders, false);
-        double gb = static_cast<double>(bytes) / ar.seconds / 1e9;
-        auto slow = over(ar.lat_us, thr);
         v.exact = v.exact && ar.sum == expect && h->errors() == 0;
-        if (r >= opt.warmup) {
-          g.push_back(gb);
-          v.fault_lat_us.insert(v.fault_lat_us.end(), slow.begin(), slow.end());
-          v.faults_per_rep = h->faults();
-          v.slow_accesses_per_rep = slow.size();
-        }
+        double gb = book_rep(v, g, ar, bytes, thr, r >= opt.warmup, h->faults());
         std::fprintf(stderr, "  [%s bare w%u %ut] rep %u: %.2f GB/s, %llu faults\n", name, w, th, r + 1, gb,
                      static_cast<unsigned long long>(h->faults()));
       }
@@ -816,15 +812,8 @@ void scenario_fault(bool random) {
         long f0 = minflt();
         AccessResult ar = touch(m->data(), orders, false);
         long f1 = minflt();
-        double gb = static_cast<double>(bytes) / ar.seconds / 1e9;
-        auto slow = over(ar.lat_us, thr);
         v.exact = v.exact && ar.sum == expect;
-        if (r >= opt.warmup) {
-          g.push_back(gb);
-          v.fault_lat_us.insert(v.fault_lat_us.end(), slow.begin(), slow.end());
-          v.faults_per_rep = static_cast<uint64_t>(f1 - f0);
-          v.slow_accesses_per_rep = slow.size();
-        }
+        double gb = book_rep(v, g, ar, bytes, thr, r >= opt.warmup, static_cast<uint64_t>(f1 - f0));
         std::fprintf(stderr, "  [%s cudaMallocManaged %ut] rep %u: %.2f GB/s, %ld page faults\n", name, th, r + 1, gb, f1 - f0);
       }
       if (!m) v.failed = true, v.error = why;
