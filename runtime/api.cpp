@@ -77,6 +77,7 @@ class Call {
       }
     }
     rt_ = g_rt;
+    rt_->reap_zombies();  // ranges munmap()ed by the user: their device memory goes back now
   }
   bool ok() const { return rt_ != nullptr; }
   umrt_status status() const { return st_; }
@@ -112,10 +113,10 @@ umrt_status span_of(Runtime &rt, const void *p, size_t size, const char *fn, Ran
   RangeRef ref = rt.ranges.acquire(a);
   if (!ref)
     return set_error(UMRT_ERROR_INVALID_VALUE, "%s: %p is not inside a managed allocation", fn, p);
-  if (size > ref->size || a - ref->start > ref->size - size)
+  if (size > ref->size || a - ref->start() > ref->size - size)
     return set_error(UMRT_ERROR_INVALID_VALUE,
                      "%s: [%p, +%zu) crosses the end of the allocation [%p, +%zu)", fn, p, size,
-                     reinterpret_cast<void *>(ref->start), ref->size);
+                     reinterpret_cast<void *>(ref->start()), ref->size);
   *out = std::move(ref);
   return UMRT_SUCCESS;
 }
@@ -148,11 +149,23 @@ umrt_status umrt_shutdown(void) {
   if (g_in_child.load()) return Call().status();
   std::unique_lock u(g_life);
   if (!g_rt) return UMRT_SUCCESS;
+  const Range *failed = nullptr;
+  Backend *be = g_rt->backend.get();
+  (void)be->take_error_text();
+  if (int rc = g_rt->bring_home(&failed)) {
+    // umrt.h: "all pages back to host". Not possible now: the runtime stays up with the data
+    // where it is, and a later umrt_shutdown() tries again.
+    umrt_status st = from_errno(rc, "umrt_shutdown: pages could not be brought home", be);
+    const std::string why = last_error();
+    return set_error(st, "%s (allocation %p); umrt is still running with those pages on the device: "
+                     "call umrt_shutdown() again once the device works", why.c_str(),
+                     failed ? reinterpret_cast<void *>(failed->start()) : nullptr);
+  }
   std::vector<RangePtr> left = g_rt->stop();
   delete g_rt;
   g_rt = nullptr;
   std::lock_guard g(g_orphans_mu);
-  for (RangePtr &r : left) g_orphans[r->start] = std::move(r);
+  for (RangePtr &r : left) g_orphans[r->start()] = std::move(r);
   return UMRT_SUCCESS;
 }
 
@@ -164,7 +177,6 @@ umrt_status umrt_malloc(void **ptr, size_t size) {
   Call call;
   if (!call.ok()) return call.status();
   Runtime &rt = call.rt();
-  rt.reap_zombies();
 
   auto r = std::shared_ptr<Range>(new (std::nothrow) Range());
   if (!r) return set_error(UMRT_ERROR_OUT_OF_MEMORY, "umrt_malloc: out of host memory");
@@ -190,7 +202,7 @@ umrt_status umrt_malloc(void **ptr, size_t size) {
   }
   madvise(start, r->map_bytes, MADV_NOHUGEPAGE);
   madvise(start, r->map_bytes, MADV_DONTFORK);
-  r->start = reinterpret_cast<uintptr_t>(start);
+  r->set_start(reinterpret_cast<uintptr_t>(start));
   int rc = rt.uffd.register_range(start, r->map_bytes);
   if (rc) {
     munmap(start, r->map_bytes);
@@ -207,8 +219,7 @@ umrt_status umrt_malloc(void **ptr, size_t size) {
   }
   std::vector<RangePtr> stale = rt.ranges.insert(r);
   if (!stale.empty()) {
-    std::lock_guard g(rt.zombies_mu);
-    for (RangePtr &z : stale) rt.zombies.push_back(std::move(z));
+    for (RangePtr &z : stale) rt.add_zombie(std::move(z));
   }
   *ptr = start;
   return UMRT_SUCCESS;
@@ -234,13 +245,12 @@ umrt_status umrt_free(void *ptr) {
     if (RangeRef in = rt.ranges.acquire(a))
       return set_error(UMRT_ERROR_INVALID_VALUE,
                        "umrt_free: %p points inside the allocation at %p, not at its start", ptr,
-                       reinterpret_cast<void *>(in->start));
+                       reinterpret_cast<void *>(in->start()));
     return set_error(UMRT_ERROR_INVALID_VALUE,
                      "umrt_free: %p is not from umrt_malloc, was already freed, or was munmap()ed", ptr);
   }
   rt.retire(*r);
   rt.release_host(*r, true);
-  rt.reap_zombies();
   return UMRT_SUCCESS;
 }
 
@@ -276,7 +286,7 @@ umrt_status umrt_device_pointer(const void *ptr, void **dptr) {
   if (!call.ok()) return call.status();
   RangeRef ref;
   if (umrt_status st = span_of(call.rt(), ptr, 1, "umrt_device_pointer", &ref); st != UMRT_SUCCESS) return st;
-  *dptr = ref->dev_base + (reinterpret_cast<uintptr_t>(ptr) - ref->start);
+  *dptr = ref->dev_base + (reinterpret_cast<uintptr_t>(ptr) - ref->start());
   return UMRT_SUCCESS;
 }
 

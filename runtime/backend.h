@@ -92,15 +92,17 @@ class Backend {
 struct Injector {
   std::mutex m;
   uint64_t seen = 0, from = 0, until = 0;
+  // Saturating: nth or count near UINT64_MAX means "from then on, for ever", never a wrap that
+  // would make the window empty.
   void arm(uint64_t nth, uint64_t count) {
     std::lock_guard g(m);
-    from = seen + nth;
-    until = from + count;
+    from = nth > UINT64_MAX - seen ? UINT64_MAX : seen + nth;
+    until = count > UINT64_MAX - from ? UINT64_MAX : from + count;
   }
   bool hit() {
     std::lock_guard g(m);
-    ++seen;
-    return seen >= from && seen < until;
+    if (seen < UINT64_MAX) ++seen;
+    return seen >= from && (seen < until || until == UINT64_MAX);
   }
 };
 
@@ -114,19 +116,15 @@ struct Injectors {
   }
 };
 
-// Copy out of user memory (a host->device source). A CPU writer may legitimately write a page
-// while it is copied, after cancelling that page's migration (the torn copy is then discarded;
-// see docs/design.md). ThreadSanitizer cannot see that protocol (the ordering is the kernel's
-// write-protect), so under TSan the copy is an uninstrumented word loop instead of memcpy.
-#if defined(__SANITIZE_THREAD__)
-__attribute__((no_sanitize("thread"), noinline)) inline void copy_user_pages(void *dst, const void *src, size_t n) {
-  auto *d = static_cast<volatile uint64_t *>(dst);
-  auto *s = static_cast<const volatile uint64_t *>(src);
-  for (size_t i = 0; i < n / sizeof(uint64_t); ++i) d[i] = s[i];
-}
-#else
-inline void copy_user_pages(void *dst, const void *src, size_t n) { std::memcpy(dst, src, n); }
-#endif
+// Copy n bytes out of user memory (a host->device source) into dst: 0, or -EFAULT when part of
+// the source is no longer mapped. The user may munmap() or mremap() a range at any moment, also
+// while a copy engine reads it, so the read goes through the kernel (process_vm_readv on this
+// process), which reports a vanished page instead of raising SIGSEGV in a umrt thread; a page
+// discarded meanwhile (MADV_DONTNEED) faults into the fault service like any access
+// (docs/design.md, "Reading user pages"). A CPU writer may also legitimately write a page while
+// it is copied, after cancelling that page's migration (the torn copy is then discarded); the
+// kernel's copy is outside what ThreadSanitizer instruments, as that protocol needs.
+int read_user_pages(void *dst, const void *src, size_t n);
 
 struct SimOptions {
   uint64_t capacity;

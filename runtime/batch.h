@@ -36,6 +36,7 @@ struct Batch {
   uint32_t skipped_locked = 0; // pages another batch or the fault service held
   uint32_t published = 0;
   uint32_t restored = 0;
+  uint32_t cancelled = 0;      // to_device: restored because a CPU writer cancelled them
   int error = 0;               // first error (-errno): -ENOMEM for device memory, -EIO copy
 
   void fail(int e) {
@@ -66,8 +67,8 @@ void copy(Batch &b);
 void finalize(Batch &b);
 
 // Run one batch over [first, first + n) (inside one block). block_held: the caller already
-// holds the block busy (eviction). Returns 0 or the first error; *skipped gets pages skipped
-// because another owner held them.
+// holds the block busy (eviction). Returns 0 or the first error; *skipped gets the pages to try
+// again: skipped because another owner held them, or cancelled by a CPU writer.
 int run_batch(Runtime &rt, Range &r, size_t first, size_t n, Dir dir, Why why, bool block_held,
               uint32_t *skipped);
 

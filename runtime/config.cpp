@@ -62,6 +62,13 @@ uint32_t default_copy_threads() {
   return static_cast<uint32_t>(std::min<long>(cpus - 1, 8));
 }
 
+bool inject_env(const char *name, uint64_t *nth) {
+  const char *v = std::getenv(name);
+  *nth = 0;
+  if (!v || !*v) return true;
+  return parse_bytes(v, nth) && *nth != 0;
+}
+
 umrt_status resolve_config(umrt_config *c) {
   const char *v;
   if (enum_int(c->backend) == UMRT_BACKEND_DEFAULT) {
@@ -79,6 +86,18 @@ umrt_status resolve_config(umrt_config *c) {
   if (c->device_memory == 0 && (v = std::getenv("UMRT_DEVICE_MEMORY")) && *v) {
     if (!parse_bytes(v, &c->device_memory) || c->device_memory == 0)
       return bad_env("UMRT_DEVICE_MEMORY", v, "a byte count such as 512M or 8G");
+  }
+  // 0 = the backend's default. umrt_init refuses nothing that umrt_config_defaults accepted.
+  if (c->device_memory && c->device_memory < kBlockSize)
+    return set_error(UMRT_ERROR_INVALID_VALUE, "device memory %llu bytes is below one 2 MiB chunk",
+                     static_cast<unsigned long long>(c->device_memory));
+  if (c->device_memory / kBlockSize > UINT32_MAX - 1)
+    return set_error(UMRT_ERROR_INVALID_VALUE, "device memory %llu bytes is too large",
+                     static_cast<unsigned long long>(c->device_memory));
+  for (const char *name : {"UMRT_SIM_FAIL_ALLOC", "UMRT_SIM_FAIL_COPY"}) {
+    uint64_t nth = 0;
+    if ((v = std::getenv(name)) && *v && !inject_env(name, &nth))
+      return bad_env(name, v, "a count >= 1");
   }
   if (enum_int(c->log_level) == UMRT_LOG_DEFAULT) {
     c->log_level = UMRT_LOG_WARN;

@@ -13,6 +13,9 @@ bool parse_bytes(const char *s, uint64_t *out);
 // UMRT_ERROR_INVALID_VALUE (with last_error set) for a malformed variable or field.
 umrt_status resolve_config(umrt_config *cfg);
 
+// UMRT_SIM_FAIL_ALLOC / UMRT_SIM_FAIL_COPY: *nth = the count, 0 when unset; false if malformed.
+bool inject_env(const char *name, uint64_t *nth);
+
 // The default number of copy engines on this machine (UMRT_COPY_THREADS unset).
 uint32_t default_copy_threads();
 

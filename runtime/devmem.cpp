@@ -251,14 +251,14 @@ bool DevMem::validate(const std::vector<RangePtr> &ranges, std::string *why) {
     for (size_t i = 0; i < r->npages; ++i) {
       uint64_t e = r->entries[i].load(std::memory_order_acquire);
       const char *w = nullptr;
-      if (!entry_valid(e, &w)) return fail("range %p page %zu: %s", (void *)r->start, i, w);
-      if (entry::locked(e)) return fail("range %p page %zu locked while quiescent", (void *)r->start, i);
+      if (!entry_valid(e, &w)) return fail("range %p page %zu: %s", (void *)r->start(), i, w);
+      if (entry::locked(e)) return fail("range %p page %zu locked while quiescent", (void *)r->start(), i);
       if (entry::loc(e) != Loc::DEVICE) continue;
       const DBlock *b = r->dblock(i);
       if (!b || b->chunk == kNoChunk)
-        return fail("range %p page %zu on DEVICE but its block has no chunk", (void *)r->start, i);
+        return fail("range %p page %zu on DEVICE but its block has no chunk", (void *)r->start(), i);
       if (entry::frame(e) != r->frame(i, b->chunk))
-        return fail("range %p page %zu frame %llu, block chunk says %llu", (void *)r->start, i,
+        return fail("range %p page %zu frame %llu, block chunk says %llu", (void *)r->start(), i,
                     (unsigned long long)entry::frame(e), (unsigned long long)r->frame(i, b->chunk));
       ++counted[b];
     }

@@ -24,6 +24,8 @@
 #include <vector>
 
 #include "batch.h"
+#include "remap.h"
+#include "threads.h"
 
 namespace umrt::rt {
 namespace {
@@ -140,18 +142,31 @@ void serve_group(Runtime &rt, Group &g, FailCounts &fails) {
   }
 }
 
+// A write-protect fault. The page is mapped (only present pages take WP faults), and a message
+// is read before any wake-up of its thread could drop it, so it is never a late one.
+//   - locked by a host->device batch that has not published it: cancel that page's migration
+//     (policy cancel: lift the protection now, the writer goes on, the batch restores the page
+//     and the prefetch moves it again) or leave the writer waiting for finalize (policy wait);
+//   - locked and published to the device, or already cancelled: the batch lifts or zaps it and
+//     wakes the writer;
+//   - not locked: no batch protects it any more, so the protection is stale (a batch whose
+//     un-protect missed the page, e.g. the range moved under it): lift it under the page lock.
 void serve_wp(Runtime &rt, Range &r, size_t page) {
   Entry &e = r.entries[page];
-  // Locked by someone else. Only a page that really is not mapped may be cancelled: the message
-  // may be a late one (its group's batch mapped the page and woke the thread, then a prefetch
-  // locked it), and cancelling would silently keep that page from moving.
-  unsigned char resident = 0;
-  if (mincore(r.addr(page), kPageSize, &resident) == 0 && (resident & 1)) return;
   uint64_t cur = e.load(std::memory_order_acquire);
-  while (entry::locked(cur) && entry::loc(cur) == Loc::HOST && !(cur & entry::GONE)) {
-    if (cur & entry::CANCEL) return;  // already cancelled: the write-protect is being lifted
-    rt.stats.add(rt.stats.write_faults, 1);
-    if (rt.cfg.write_fault != UMRT_WRITE_FAULT_CANCEL) return;  // finalize wakes the writer
+  if (!entry::locked(cur)) {
+    uint64_t old = 0;
+    if (entry_try_lock(e, &old)) {
+      if (entry::loc(old) == Loc::HOST) rt.uffd.write_protect(r.addr(page), kPageSize, false);
+      entry_unlock(e);
+    }
+    rt.uffd.wake(r.addr(page), kPageSize);  // locked meanwhile: its batch wakes the writer too
+    return;
+  }
+  if (entry::loc(cur) != Loc::HOST || (cur & (entry::CANCEL | entry::GONE))) return;
+  rt.stats.add(rt.stats.write_faults, 1);
+  if (rt.cfg.write_fault != UMRT_WRITE_FAULT_CANCEL) return;  // finalize wakes the writer
+  while (entry::locked(cur) && entry::loc(cur) == Loc::HOST && !(cur & entry::CANCEL)) {
     if (entry_transition(e, cur, cur | entry::CANCEL)) {
       // The batch will restore this page; its device copy may be torn but is discarded.
       rt.uffd.write_protect(r.addr(page), kPageSize, false);
@@ -159,8 +174,7 @@ void serve_wp(Runtime &rt, Range &r, size_t page) {
       return;
     }
   }
-  if (!entry::locked(cur)) rt.uffd.wake(r.addr(page), kPageSize);  // stale: the batch is done
-  // Locked and already published to the device: finalize zaps, unlocks and wakes.
+  if (!entry::locked(cur)) rt.uffd.wake(r.addr(page), kPageSize);  // the batch is done
 }
 
 // `before`: the range table's seq when the fault service woke up. A range created later was
@@ -169,16 +183,13 @@ void serve_wp(Runtime &rt, Range &r, size_t page) {
 void serve_unmap(Runtime &rt, uintptr_t lo, uintptr_t hi, uint64_t before) {
   for (const RangePtr &r : rt.ranges.overlapping(lo, hi)) {
     if (r->seq > before) continue;
-    uintptr_t a = std::max(lo, r->start), b = std::min(hi, r->start + r->map_bytes);
+    uintptr_t a = std::max(lo, r->start()), b = std::min(hi, r->start() + r->map_bytes);
     r->mark_gone(lo, hi);
-    if (a == r->start && b == r->start + r->map_bytes) {
-      log(Level::warn, "managed range %p (%zu bytes) was munmap()ed by the user", (void *)r->start, r->size);
-      if (rt.ranges.remove(r.get())) {
-        std::lock_guard g(rt.zombies_mu);
-        rt.zombies.push_back(r);
-      }
+    if (a == r->start() && b == r->start() + r->map_bytes) {
+      log(Level::warn, "managed range %p (%zu bytes) was munmap()ed by the user", (void *)r->start(), r->size);
+      if (rt.ranges.remove(r.get())) rt.add_zombie(r);
     } else {
-      log(Level::info, "user munmap of %zu bytes inside managed range %p", b - a, (void *)r->start);
+      log(Level::info, "user munmap of %zu bytes inside managed range %p", b - a, (void *)r->start());
     }
   }
 }
@@ -189,7 +200,11 @@ int FaultService::start(Runtime *rt) {
   rt_ = rt;
   stop_fd_ = eventfd(0, EFD_CLOEXEC);
   if (stop_fd_ < 0) return -errno;
-  thread_ = std::thread([this] { loop(); });
+  try {
+    thread_ = start_thread("umrt-fault", [this] { loop(); });
+  } catch (...) {
+    return -EAGAIN;
+  }
   return 0;
 }
 
@@ -209,15 +224,20 @@ void FaultService::loop() {
   uffd_msg msgs[kMaxMsgs];
   std::vector<Group> groups;
   FailCounts fails;
+  Remaps remaps(rt);
   pollfd pfd[2] = {{rt.uffd.fd(), POLLIN, 0}, {stop_fd_, POLLIN, 0}};
   for (;;) {
-    int pr = poll(pfd, 2, -1);
+    int pr = poll(pfd, 2, remaps.busy() ? 1 : -1);
     if (pr < 0) {
       if (errno == EINTR) continue;
       log(Level::error, "fault service: poll failed: %s", strerror(errno));
       return;
     }
     if (pfd[1].revents) return;
+    if (pr == 0) {  // only evacuations waiting for their mremap to finish
+      remaps.rounds();
+      continue;
+    }
     const uint64_t seq_before = rt.ranges.seq();
     ssize_t got = read(rt.uffd.fd(), msgs, sizeof msgs);
     if (got < 0) {
@@ -233,12 +253,16 @@ void FaultService::loop() {
         serve_unmap(rt, m.arg.remove.start, m.arg.remove.end, seq_before);
         continue;
       }
+      if (m.event == UFFD_EVENT_REMAP) {
+        remaps.on_remap(m.arg.remap.from, m.arg.remap.to, m.arg.remap.len, seq_before);
+        continue;
+      }
       if (m.event != UFFD_EVENT_PAGEFAULT) continue;
       uintptr_t addr = m.arg.pagefault.address & ~(uintptr_t{kPageSize} - 1);
       rt.stats.add(rt.stats.cpu_faults, 1);
       RangeRef ref = rt.ranges.acquire(addr);
-      if (!ref) {  // freed meanwhile: let the thread retry (it no longer faults into us)
-        rt.uffd.wake(reinterpret_cast<void *>(addr), kPageSize);
+      if (!ref) {  // freed meanwhile (the thread retries), or a tail an mremap() added
+        remaps.on_stray_fault(addr);
         continue;
       }
       size_t page = ref->page_of(addr);
@@ -260,6 +284,7 @@ void FaultService::loop() {
     if (fails.size() > 4096) fails.clear();  // stale addresses of freed ranges; bounded
     for (Group &g : groups) serve_group(rt, g, fails);
     groups.clear();  // drop the range references before blocking again
+    if (remaps.busy()) remaps.rounds();
   }
 }
 

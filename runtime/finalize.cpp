@@ -38,8 +38,10 @@ void finalize_to_device(Batch &b) {
   // Release the host copies of the published pages.
   for_runs(b.n, [&](size_t i) { return published[i] && entry::loc(b.src[i]) == Loc::HOST; },
            [&](size_t i, size_t j) {
+             // ENOMEM: the user unmapped or moved the range meanwhile (remap.cpp rechecks moves).
              if (madvise(b.r->addr(b.first + i), (j - i) * kPageSize, MADV_DONTNEED) != 0)
-               log(Level::error, "MADV_DONTNEED at %p failed: %d", b.r->addr(b.first + i), -errno);
+               log(errno == ENOMEM ? Level::info : Level::error, "MADV_DONTNEED at %p failed: %d",
+                   b.r->addr(b.first + i), -errno);
            });
   // Restore: lift the write-protect of host pages that stay (wakes blocked writers).
   for_runs(b.n,
@@ -48,12 +50,16 @@ void finalize_to_device(Batch &b) {
            },
            [&](size_t i, size_t j) {
              int rc = rt.uffd.write_protect(b.r->addr(b.first + i), (j - i) * kPageSize, false);
+             // ENOENT: unmapped or moved meanwhile (a stale protection is lifted on its fault).
              if (rc && !(ents[b.first + i].load() & entry::GONE))
-               log(Level::error, "un-write-protect at %p failed: %d", b.r->addr(b.first + i), rc);
+               log(rc == -ENOENT ? Level::info : Level::error, "un-write-protect at %p failed: %d",
+                   b.r->addr(b.first + i), rc);
            });
   uint32_t npub = 0, copied = 0;
   for (size_t i = 0; i < b.n; ++i) {
     if (!(b.src[i] & entry::LOCKED)) continue;
+    if (!published[i] && (ents[b.first + i].load(std::memory_order_acquire) & entry::CANCEL))
+      ++b.cancelled;
     entry_unlock(ents[b.first + i]);
     if (published[i]) {
       ++npub;

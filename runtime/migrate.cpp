@@ -6,6 +6,8 @@
 #include <thread>
 
 #include "batch.h"
+#include "remap.h"
+#include "threads.h"
 
 namespace umrt::rt {
 
@@ -27,7 +29,7 @@ void trace_batch(Runtime &rt, const Batch &b, uint64_t t0, uint64_t t1, uint64_t
   std::snprintf(args, sizeof args,
                 "\"range\":\"%#lx\",\"first_page\":%zu,\"pages\":%zu,\"selected\":%u,"
                 "\"published\":%u,\"restored\":%u,\"skipped_locked\":%u,\"why\":\"%s\",\"error\":%d",
-                static_cast<unsigned long>(b.r->start), b.first, b.n, b.held, b.published, b.restored,
+                static_cast<unsigned long>(b.r->start()), b.first, b.n, b.held, b.published, b.restored,
                 b.skipped_locked, why_name(b.why), b.error);
   const char *cat = b.dir == Dir::to_device ? "to_device" : "to_host";
   rt.trace.event(b.dir == Dir::to_device ? "batch to device" : "batch to host", cat, t0, t4 - t0, args);
@@ -43,6 +45,7 @@ int run_batch(Runtime &rt, Range &r, size_t first, size_t n, Dir dir, Why why, b
   UMRT_CHECK(n > 0 && n <= kBlockPages, "batch size");
   UMRT_CHECK(r.block_first(first) == r.block_first(first + n - 1), "batch spans two blocks");
   DBlock *db = r.dblock(first);
+  r.batches.fetch_add(1);  // seen by an mremap of r (remap.cpp)
   if (!block_held) rt.devmem.begin(db, dir == Dir::to_device);
   Batch b{};
   b.rt = &rt;
@@ -81,7 +84,8 @@ int run_batch(Runtime &rt, Range &r, size_t first, size_t n, Dir dir, Why why, b
   if (!block_held) rt.devmem.end(db);
   rt.stats.add(rt.stats.pages_skipped_locked, b.skipped_locked);
   if (b.held) rt.uffd.wake(r.addr(first), n * kPageSize);
-  if (skipped) *skipped = b.skipped_locked;
+  batch_done(r);
+  if (skipped) *skipped = b.skipped_locked + b.cancelled;
   return b.error;
 }
 
@@ -126,7 +130,7 @@ int migrate_span(Runtime &rt, Range &r, size_t first, size_t n, Dir dir, Why why
   int rc1 = 0;
   std::thread other;
   try {
-    other = std::thread([&] { rc1 = migrate_lane(rt, r, first, end, dir, why, 1, 2); });
+    other = start_thread("umrt-lane", [&] { rc1 = migrate_lane(rt, r, first, end, dir, why, 1, 2); });
   } catch (...) {  // no thread to be had: one lane (never let an exception out)
     return migrate_lane(rt, r, first, end, dir, why, 0, 1);
   }

@@ -7,23 +7,37 @@
 namespace umrt::rt {
 
 void Range::mark_gone(uintptr_t lo, uintptr_t hi) {
-  const uintptr_t a = std::max(lo, start), b = std::min(hi, start + map_bytes);
-  for (size_t p = a < b ? page_of(a) : npages; p < npages && start + (p << kPageShift) < b; ++p)
+  const uintptr_t a = std::max(lo, start()), b = std::min(hi, start() + map_bytes);
+  for (size_t p = a < b ? page_of(a) : npages; p < npages && start() + (p << kPageShift) < b; ++p)
     entry_mark_gone(entries[p]);
 }
 
 std::vector<RangePtr> RangeTable::insert(RangePtr r) {
+  std::unique_lock g(mu_);
+  r->seq = ++seq_;
+  return place_locked(std::move(r));
+}
+
+std::vector<RangePtr> RangeTable::move(const RangePtr &r, uintptr_t new_start) {
+  std::unique_lock g(mu_);
+  auto it = map_.find(r->start());
+  r->set_start(new_start);
+  if (it == map_.end() || it->second != r) return {};  // being freed: follow, stay out
+  map_.erase(it);
+  return place_locked(r);
+}
+
+std::vector<RangePtr> RangeTable::place_locked(RangePtr r) {
   // The kernel just gave r's addresses to umrt, so any range still listed over them was
   // munmap()ed by the user and its UNMAP event is not processed yet: those pages are GONE, and
   // a range left with nothing mapped leaves the table (returned, for the caller to retire).
   std::vector<RangePtr> displaced;
-  const uintptr_t lo = r->start, hi = r->start + r->map_bytes;
-  std::unique_lock g(mu_);
+  const uintptr_t lo = r->start(), hi = r->start() + r->map_bytes;
   auto it = map_.upper_bound(lo);
   if (it != map_.begin()) --it;
   while (it != map_.end() && it->first < hi) {
     Range &o = *it->second;
-    if (o.start + o.map_bytes <= lo) {
+    if (o.start() + o.map_bytes <= lo) {
       ++it;
       continue;
     }
@@ -38,8 +52,7 @@ std::vector<RangePtr> RangeTable::insert(RangePtr r) {
       ++it;
     }
   }
-  r->seq = ++seq_;
-  map_.emplace(r->start, std::move(r));
+  map_.emplace(r->start(), std::move(r));
   return displaced;
 }
 
@@ -54,7 +67,7 @@ RangePtr RangeTable::remove_exact(uintptr_t start) {
 
 bool RangeTable::remove(const Range *r) {
   std::unique_lock g(mu_);
-  auto it = map_.find(r->start);
+  auto it = map_.find(r->start());
   if (it == map_.end() || it->second.get() != r) return false;
   map_.erase(it);
   return true;
@@ -90,7 +103,7 @@ std::vector<RangePtr> RangeTable::overlapping(uintptr_t lo, uintptr_t hi) const 
   auto it = map_.upper_bound(lo);
   if (it != map_.begin()) --it;
   for (; it != map_.end() && it->first < hi; ++it)
-    if (it->second->start + it->second->map_bytes > lo) v.push_back(it->second);
+    if (it->second->start() + it->second->map_bytes > lo) v.push_back(it->second);
   return v;
 }
 

@@ -24,7 +24,9 @@ namespace umrt::rt {
 struct DBlock;
 
 struct Range : std::enable_shared_from_this<Range> {
-  uintptr_t start = 0;
+  // Host address of page 0. Changes only when the user mremap()s the whole range elsewhere
+  // (the fault service follows it, fault.cpp); every address is computed from it afresh.
+  std::atomic<uintptr_t> start_{0};
   size_t size = 0;      // bytes asked for
   size_t npages = 0;    // pages covering size
   size_t map_bytes = 0; // bytes mapped at start (npages * 4 KiB)
@@ -41,6 +43,13 @@ struct Range : std::enable_shared_from_this<Range> {
 
   uint64_t seq = 0;                         // insertion order (RangeTable::seq)
   std::atomic<int> inflight{0};
+  // mremap (remap.cpp): batches running on this range now (run_batch), and a check owed once
+  // they are done, for steps that a batch in flight did at the old address after the move.
+  std::atomic<int> batches{0};
+  std::atomic<bool> recheck_after_move{false};
+  // End of plain memory that an mremap() growth appended to the range (0: none): not managed,
+  // unmapped with the range by umrt_free.
+  std::atomic<uintptr_t> tail_end{0};
 
   // Fault prefetch state (fault service thread only): a few sequential streams, so that
   // several threads each walking their own part of the range all get growing windows.
@@ -53,10 +62,15 @@ struct Range : std::enable_shared_from_this<Range> {
   Stream streams[kStreams];
   uint64_t stream_clock = 0;
 
-  char *addr(size_t page) const { return reinterpret_cast<char *>(start) + (page << kPageShift); }
+  uintptr_t start() const { return start_.load(std::memory_order_acquire); }
+  void set_start(uintptr_t a) { start_.store(a, std::memory_order_release); }
+  char *addr(size_t page) const { return reinterpret_cast<char *>(start()) + (page << kPageShift); }
   char *dev_addr(size_t page) const { return dev_base + (page << kPageShift); }
-  size_t page_of(uintptr_t a) const { return (a - start) >> kPageShift; }
-  bool contains(uintptr_t a) const { return a >= start && a < start + map_bytes; }
+  size_t page_of(uintptr_t a) const { return (a - start()) >> kPageShift; }
+  bool contains(uintptr_t a) const {
+    const uintptr_t s = start();
+    return a >= s && a < s + map_bytes;
+  }
 
   // Mark the pages of [lo, hi) ∩ this range GONE (their host addresses were unmapped).
   void mark_gone(uintptr_t lo, uintptr_t hi);
@@ -107,6 +121,9 @@ class RangeTable {
   RangePtr remove_exact(uintptr_t start);
   // Remove the range r if it is still in the table.
   bool remove(const Range *r);
+  // r (in the table) now starts at new_start (the user mremap()ed it); returns ranges it
+  // displaced there, as insert does.
+  std::vector<RangePtr> move(const RangePtr &r, uintptr_t new_start);
   // The range mapping addr (its page there not GONE) with its inflight count taken.
   RangeRef acquire(uintptr_t addr) const;
   std::vector<RangePtr> snapshot() const;
@@ -116,6 +133,7 @@ class RangeTable {
   uint64_t seq() const;
 
  private:
+  std::vector<RangePtr> place_locked(RangePtr r);
   mutable std::shared_mutex mu_;
   std::map<uintptr_t, RangePtr> map_;  // start -> range
   uint64_t seq_ = 0;

@@ -23,11 +23,6 @@ umrt_status Runtime::start(const umrt_config &c) {
                      "userfaultfd is not available: %s (needs Linux >= 5.7 with write-protect "
                      "support, and root, /dev/userfaultfd access or vm.unprivileged_userfaultfd=1)",
                      strerror(-rc));
-  if (cfg.device_memory && cfg.device_memory < kBlockSize)
-    return set_error(UMRT_ERROR_INVALID_VALUE, "device memory %llu bytes is below one 2 MiB chunk",
-                     static_cast<unsigned long long>(cfg.device_memory));
-  if (cfg.device_memory / kBlockSize > UINT32_MAX - 1)
-    return set_error(UMRT_ERROR_INVALID_VALUE, "device memory too large");
   const uint64_t asked = cfg.device_memory / kBlockSize * kBlockSize;  // 0: the backend's default
   // auto: cuda when a GPU is usable, else sim. cuda asked for and unusable: NO_DEVICE, why.
   if (cfg.backend == UMRT_BACKEND_CUDA || cfg.backend == UMRT_BACKEND_AUTO) {
@@ -60,11 +55,10 @@ umrt_status Runtime::start(const umrt_config &c) {
   struct Hook { const char *env; InjectKind kind; } hooks[] = {
       {"UMRT_SIM_FAIL_ALLOC", InjectKind::alloc}, {"UMRT_SIM_FAIL_COPY", InjectKind::copy}};
   for (const Hook &h : hooks) {
-    const char *v = std::getenv(h.env);
-    if (!v || !*v) continue;
     uint64_t nth = 0;
-    if (!parse_bytes(v, &nth) || nth == 0)
-      return set_error(UMRT_ERROR_INVALID_VALUE, "%s=\"%s\" is not valid: expected a count >= 1", h.env, v);
+    if (!inject_env(h.env, &nth))  // resolve_config refused it already; checked again all the same
+      return set_error(UMRT_ERROR_INVALID_VALUE, "%s is not valid: expected a count >= 1", h.env);
+    if (nth == 0) continue;
     backend->inject(h.kind, nth, 1);
     log(Level::warn, "%s=%llu: that operation will fail (fault injection)", h.env,
         static_cast<unsigned long long>(nth));
@@ -89,11 +83,19 @@ void Runtime::retire(Range &r) {
   devmem.teardown_range(r);
 }
 
+void Runtime::add_zombie(RangePtr r) {
+  std::lock_guard g(zombies_mu);
+  zombies.push_back(std::move(r));
+  zombies_waiting.store(true, std::memory_order_release);
+}
+
 void Runtime::reap_zombies() {
+  if (!zombies_waiting.load(std::memory_order_acquire)) return;
   std::vector<RangePtr> z;
   {
     std::lock_guard g(zombies_mu);
     z.swap(zombies);
+    zombies_waiting.store(false, std::memory_order_release);
   }
   for (RangePtr &r : z) retire(*r);  // the host mapping is already gone
 }
@@ -105,16 +107,37 @@ void Runtime::release_host(Range &r, bool unmap) {
     uffd.unregister_range(r.addr(i), (j - i) * kPageSize);
     if (unmap) munmap(r.addr(i), (j - i) * kPageSize);
   });
+  // Plain memory an mremap() growth appended (remap.cpp): part of the user's mapping.
+  const uintptr_t end = r.start() + r.map_bytes, tail = r.tail_end.load();
+  if (unmap && tail > end) munmap(reinterpret_cast<void *>(end), tail - end);
+}
+
+int Runtime::bring_home(const Range **failed) {
+  // Every range gets its chance (shutdown batches go on past a failed block); the first
+  // failure is reported. Nothing is torn down here: on failure the data stays on the device.
+  int first = 0;
+  for (const RangePtr &r : ranges.snapshot()) {
+    int rc = migrate_span(*this, *r, 0, r->npages, Dir::to_host, Why::shutdown);
+    if (rc && !first) {
+      first = rc;
+      if (failed) *failed = r.get();
+    }
+  }
+  return first;
 }
 
 std::vector<RangePtr> Runtime::stop() {
-  // 1. Every page home (data on the device would be lost with it).
+  // Ranges become plain host memory: device memory freed, userfaultfd unregistered. The caller
+  // brought every page home first (bring_home); whatever is still on the device is lost.
   std::vector<RangePtr> left = ranges.snapshot();
-  for (const RangePtr &r : left) {
-    int rc = migrate_span(*this, *r, 0, r->npages, Dir::to_host, Why::shutdown);
-    if (rc) log(Level::error, "shutdown: range %p could not be brought home (%d)", (void *)r->start, rc);
-  }
-  // 2. Ranges become plain host memory: device memory freed, userfaultfd unregistered.
+  for (const RangePtr &r : left)
+    for (size_t i = 0; i < r->npages; ++i)
+      if (entry::loc(r->entries[i].load(std::memory_order_acquire)) == Loc::DEVICE &&
+          !(r->entries[i].load(std::memory_order_acquire) & entry::GONE)) {
+        log(Level::error, "stop: range %p page %zu is still on the device: its data is dropped",
+            (void *)r->start(), i);
+        break;
+      }
   for (const RangePtr &r : left) {
     ranges.remove(r.get());
     retire(*r);

@@ -44,13 +44,19 @@ struct Runtime {
   Stats stats;
   Trace trace;  // UMRT_TRACE
 
-  // Ranges the user munmap()ed whole: out of the table, device memory freed on the next call.
+  // Ranges the user munmap()ed whole: out of the table, device memory freed at the start of
+  // the next API call (the fault service cannot wait for their batches to drain).
   std::mutex zombies_mu;
   std::vector<RangePtr> zombies;
+  std::atomic<bool> zombies_waiting{false};  // zombies is not empty (checked without the lock)
+  void add_zombie(RangePtr r);
 
   umrt_status start(const umrt_config &c);  // sets last_error on failure
-  // All pages home, device memory freed, ranges unregistered (they stay mapped as plain host
-  // memory and are returned), threads joined.
+  // Every page of every range home (0), or the first error with *failed = its range: then
+  // nothing else changed (what could not come home stays on the device; call again later).
+  int bring_home(const Range **failed);
+  // Device memory freed, ranges unregistered (they stay mapped as plain host memory and are
+  // returned), threads joined. Call bring_home() first: pages still on the device are lost.
   std::vector<RangePtr> stop();
   // Unregister the range's still-mapped runs from userfaultfd and (unmap) munmap them.
   void release_host(Range &r, bool unmap);

@@ -84,7 +84,10 @@ int Uffd::open() {
   }
   uffdio_api api{};
   api.api = UFFD_API;
-  api.features = UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_THREAD_ID;
+  // EVENT_REMAP: an mremap()ed range stays registered at its new address and is reported (without
+  // it the kernel drops the registration there and device-resident pages would read as zeros).
+  api.features = UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP |
+                 UFFD_FEATURE_THREAD_ID;
   if (ioctl(fd, UFFDIO_API, &api) < 0) {
     int err = errno;
     ::close(fd);

@@ -15,7 +15,8 @@ class Uffd {
   Uffd &operator=(const Uffd &) = delete;
 
   // Open with kernel faults included where allowed (/dev/userfaultfd, then the syscall), else
-  // user-mode-only with a warning. Negotiates MISSING + WP + EVENT_UNMAP + THREAD_ID.
+  // user-mode-only with a warning. Negotiates MISSING + WP + EVENT_UNMAP + EVENT_REMAP +
+  // THREAD_ID.
   int open();
   void close();
   int fd() const { return fd_; }

@@ -23,7 +23,8 @@ void unmap(Batch &b) {
   for_runs(b.n, is_host_sel, [&](size_t i, size_t j) {
     int rc = b.rt->uffd.write_protect(b.r->addr(b.first + i), (j - i) * kPageSize, true);
     if (rc) {
-      log(Level::warn, "write-protect of %zu pages at %p failed: %d", j - i, b.r->addr(b.first + i), rc);
+      log(rc == -ENOENT ? Level::info : Level::warn, "write-protect of %zu pages at %p failed: %d", j - i,
+          b.r->addr(b.first + i), rc);
       for (size_t k = i; k < j; ++k) b.src[k] &= ~entry::MIGRATE;
       b.fail(rc);
     }

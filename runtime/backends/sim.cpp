@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "pieces.h"
+#include "../threads.h"
 
 namespace umrt::rt {
 namespace {
@@ -47,7 +48,7 @@ class SimBackend final : public Backend {
     if (fd_ < 0) return -errno;
     if (ftruncate(fd_, static_cast<off_t>(opt_.capacity)) < 0) return -errno;
     unsigned n = opt_.engines ? opt_.engines : 1;
-    for (unsigned i = 0; i < n; ++i) engines_.emplace_back([this] { engine_loop(); });
+    for (unsigned i = 0; i < n; ++i) engines_.push_back(start_thread("umrt-sim-copy", [this] { engine_loop(); }));
     return 0;
   }
 
@@ -123,7 +124,9 @@ class SimBackend final : public Backend {
       char *dev = static_cast<char *>(op.dev) + p.off;
       char *host = static_cast<char *>(op.host) + p.off;
       switch (op.dir) {
-        case CopyOp::H2D: copy_user_pages(dev, host, p.len); break;
+        case CopyOp::H2D:
+          if (int rc = read_user_pages(dev, host, p.len)) set_op_status(op, rc);
+          break;
         case CopyOp::ZERO: std::memset(dev, 0, p.len); break;
         case CopyOp::D2H: install_piece(p, dev); break;  // zero-copy: the arena is host memory
       }

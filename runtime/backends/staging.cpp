@@ -1,6 +1,8 @@
 // backends/staging.cpp — the staging pipeline (see staging.h): lanes, slots, engine threads.
 #include "staging.h"
 
+#include "../threads.h"
+
 #include <cerrno>
 #include <cstdio>
 
@@ -25,7 +27,7 @@ StagingPipeline::StagingPipeline(DmaOps &dma, size_t slot_bytes, std::vector<Sta
   urgent_ = lanes_.back();
   for (size_t i = engines; i + 1 < lanes_.size(); ++i) spare_.push_back(lanes_[i]);
   try {
-    for (unsigned i = 0; i < engines; ++i) engines_.emplace_back([this, i] { engine_loop(*lanes_[i]); });
+    for (unsigned i = 0; i < engines; ++i) engines_.push_back(start_thread("umrt-dma", [this, i] { engine_loop(*lanes_[i]); }));
   } catch (...) {  // no destructor runs for a half-built object: join what started, pass it on
     queue_.stop();
     for (auto &t : engines_) t.join();
@@ -111,8 +113,8 @@ void StagingPipeline::start_piece(StagingLane &l, Piece &p) {
   int e = 0;
   switch (op.dir) {
     case CopyOp::H2D:
-      copy_user_pages(s.buf, host, p.len);
-      e = dma_.h2d(dev, s.buf, p.len, l.stream);
+      e = read_user_pages(s.buf, host, p.len);
+      if (e == 0) e = dma_.h2d(dev, s.buf, p.len, l.stream);
       break;
     case CopyOp::D2H: e = dma_.d2h(s.buf, dev, p.len, l.stream); break;
     case CopyOp::ZERO: e = dma_.zero(dev, p.len, l.stream); break;

@@ -1,0 +1,248 @@
+// remap.cpp — what umrt does when the user mremap()s managed memory (docs/design.md, "mremap").
+//
+//   The whole range moved (UFFD_EVENT_REMAP covering it): the range follows. It is re-keyed in
+//     the range table at its new start, so faults, prefetches and umrt_free work there, and the
+//     old address is unknown to umrt. The page tables moved with the mapping (host pages, and
+//     their write-protection) and device pages never were in them, so no data moves. Batches
+//     in flight compute each address from the range's start afresh; a step one of them issued
+//     at the old address after the kernel moved the pages and before the range followed is
+//     checked for once they are done (recheck_moved): a zap that missed leaves a DEVICE page
+//     mapped at the new address (its copy there is the one that was copied, write-protected,
+//     so it is dropped), and an un-protect that missed leaves a stale write-protection that the
+//     fault service lifts on the writer's fault (fault.cpp, serve_wp).
+//   Part of a range moved: that part leaves umrt with its data (an Evacuation). Its device pages
+//     are locked at once (so no eviction drops them when the UNMAP event of the old part marks
+//     them GONE), copied to the new address once the kernel lets us (the mremap is still in
+//     progress while its events are being read: UFFDIO_COPY says EAGAIN until then, so the
+//     fault service retries on its next rounds instead of waiting), then the part is
+//     unregistered at the new address (plain memory from then on; threads that faulted there
+//     meanwhile are woken by it) and its pages are GONE in the range, as after a munmap.
+//   The range grew (in place: no event; or with the move): the kernel extends the registered
+//     mapping. The first fault in the added tail finds no range (serve_stray): the tail is
+//     unregistered (plain memory, zero-filled by the kernel) and remembered, so that umrt_free
+//     unmaps it with the range.
+// Runs on the fault-service thread (Remaps) and at the end of batches (batch_done). Never throws.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "batch.h"
+#include "remap.h"
+
+namespace umrt::rt {
+namespace {
+
+// The mapping (VMA) of this process that contains addr, from /proc/self/maps. Slow (a file
+// read): only for faults no range claims, which happen once per grown tail.
+bool find_mapping(uintptr_t addr, uintptr_t *lo, uintptr_t *hi) {
+  int fd = ::open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  std::string text;
+  char buf[65536];
+  for (;;) {
+    ssize_t got = ::read(fd, buf, sizeof buf);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) break;
+    text.append(buf, static_cast<size_t>(got));
+  }
+  ::close(fd);
+  for (size_t at = 0; at < text.size();) {
+    size_t eol = text.find('\n', at);
+    if (eol == std::string::npos) eol = text.size();
+    unsigned long a = 0, b = 0;
+    if (std::sscanf(text.c_str() + at, "%lx-%lx", &a, &b) == 2 && addr >= a && addr < b) {
+      *lo = a;
+      *hi = b;
+      return true;
+    }
+    at = eol + 1;
+  }
+  return false;
+}
+
+// Maps the staged bytes of a device page at its new (moved) address, one try (the fault service
+// never waits out a pending event: EAGAIN goes back to the caller, which tries again later).
+struct MoveInstaller final : Installer {
+  Runtime &rt;
+  explicit MoveInstaller(Runtime &r) : rt(r) {}
+  int install(CopyOp &op, const void *staged) override {
+    Uffd::NoWaitScope nowait(true);
+    size_t done = 0;
+    int rc = rt.uffd.copy(op.host, staged, op.len, false, &done);
+    if (rc == -EEXIST) rc = 0;  // mapped already: the write-protected copy of a batch in flight
+    op.done = rc ? done : op.len;
+    return rc;
+  }
+};
+
+constexpr uint64_t kEvacuationTimeNs = 5'000'000'000;  // then what is left is reported lost
+
+}  // namespace
+
+void recheck_moved(Range &r) {
+  std::vector<unsigned char> vec(kBlockPages);
+  for (size_t bf = 0; bf < r.npages; bf = r.block_end(bf)) {
+    const size_t be = r.block_end(bf);
+    if (r.dblock(bf)->resident.load(std::memory_order_acquire) == 0) continue;
+    if (mincore(r.addr(bf), (be - bf) * kPageSize, vec.data()) != 0) continue;
+    for (size_t p = bf; p < be; ++p) {
+      if (!(vec[p - bf] & 1)) continue;
+      Entry &e = r.entries[p];
+      uint64_t old = 0;
+      if (entry::loc(e.load(std::memory_order_acquire)) != Loc::DEVICE || !entry_try_lock(e, &old)) continue;
+      if (entry::loc(old) == Loc::DEVICE) madvise(r.addr(p), kPageSize, MADV_DONTNEED);
+      entry_unlock(e);
+    }
+  }
+}
+
+void batch_done(Range &r) {
+  if (r.batches.fetch_sub(1) == 1 && r.recheck_after_move.load() && r.recheck_after_move.exchange(false))
+    recheck_moved(r);
+}
+
+void Remaps::on_remap(uintptr_t from, uintptr_t to, size_t len, uint64_t before) {
+  const intptr_t delta = static_cast<intptr_t>(to - from);
+  for (const RangePtr &r : rt_.ranges.overlapping(from, from + len)) {
+    if (r->seq > before) continue;
+    const uintptr_t s = r->start(), e = s + r->map_bytes;
+    if (from <= s && e <= from + len) {
+      for (RangePtr &z : rt_.ranges.move(r, s + delta)) rt_.add_zombie(std::move(z));
+      r->tail_end.store(0);  // a grown tail is a mapping of its own: it stayed where it was
+      log(Level::info, "managed range %p (%zu bytes) was mremap()ed to %p: following it", (void *)s,
+          r->size, (void *)(s + delta));
+      r->recheck_after_move.store(true);
+      if (r->batches.load() == 0 && r->recheck_after_move.exchange(false)) recheck_moved(*r);
+      continue;
+    }
+    Evacuation ev{r, std::max(from, s), std::min(from + len, e), delta, now_ns() + kEvacuationTimeNs, {}, {}, 0, 0};
+    for (size_t p = r->page_of(ev.lo); p <= r->page_of(ev.hi - 1); ++p) {
+      uint64_t old = 0;
+      if (entry::loc(r->entries[p].load(std::memory_order_acquire)) != Loc::DEVICE) continue;
+      if (entry_try_lock(r->entries[p], &old)) {
+        if (entry::loc(old) == Loc::DEVICE) ev.held.push_back(p);
+        else entry_unlock(r->entries[p]);
+      } else {
+        ev.todo.push_back(p);  // a batch holds it: it may still put it back on the device
+      }
+    }
+    pending_.push_back(std::move(ev));
+  }
+  rounds();
+}
+
+bool Remaps::step(Evacuation &ev) {
+  Range &r = *ev.r;
+  const bool late = now_ns() > ev.deadline;
+  // Pages a batch held at the move: locked now if they are still (or again) on the device.
+  for (size_t k = 0; k < ev.todo.size();) {
+    uint64_t old = 0;
+    Entry &e = r.entries[ev.todo[k]];
+    if (entry_try_lock(e, &old)) {
+      if (entry::loc(old) == Loc::DEVICE) ev.held.push_back(ev.todo[k]);
+      else entry_unlock(e);
+      ev.todo[k] = ev.todo.back();
+      ev.todo.pop_back();
+    } else {
+      ++k;
+    }
+  }
+  if (ev.held.size() && rt_.backend->device_sync() == 0) {
+    while (!ev.held.empty()) {
+      const size_t p = ev.held.back();
+      CopyOp op{CopyOp::D2H, r.addr(p) + ev.delta, r.dev_addr(p), kPageSize, 0, 0};
+      MoveInstaller inst(rt_);
+      int rc = rt_.backend->transfer(&op, 1, &inst);
+      if (rc == -EAGAIN && !late) break;  // the mremap is still in progress: next round
+      Entry &e = r.entries[p];
+      if (rc == 0) {
+        uint64_t cur = e.load(std::memory_order_acquire);
+        while (!entry_transition(e, cur, entry::with_loc(cur, Loc::NONE) | entry::LOCKED)) {
+        }
+        r.dblock(p)->resident.fetch_sub(1, std::memory_order_acq_rel);
+        rt_.stats.add(rt_.stats.bytes_to_host, kPageSize);
+        rt_.stats.add(rt_.stats.pages_to_host, 1);
+        ++ev.moved;
+      } else {
+        ++ev.lost;
+      }
+      entry_unlock(e);
+      ev.held.pop_back();
+    }
+  }
+  if (!late && (!ev.held.empty() || !ev.todo.empty())) return false;
+  ev.lost += ev.held.size() + ev.todo.size();
+  for (size_t p : ev.held) entry_unlock(r.entries[p]);
+  r.mark_gone(ev.lo, ev.hi);
+  // Plain memory from now on; this also wakes the threads that faulted there meanwhile.
+  rt_.uffd.unregister_range(reinterpret_cast<void *>(ev.lo + ev.delta), ev.hi - ev.lo);
+  if (ev.lost)
+    log(Level::error,
+        "mremap moved %zu bytes out of managed range %p: %zu device pages could not be brought to "
+        "the new address %p (their contents there read as zeros)",
+        ev.hi - ev.lo, reinterpret_cast<void *>(r.start()), ev.lost, reinterpret_cast<void *>(ev.lo + ev.delta));
+  else
+    log(Level::info, "mremap moved %zu bytes out of managed range %p to %p (%zu device pages copied)",
+        ev.hi - ev.lo, reinterpret_cast<void *>(r.start()), reinterpret_cast<void *>(ev.lo + ev.delta), ev.moved);
+  bool all_gone = true;
+  for (size_t p = 0; p < r.npages && all_gone; ++p)
+    all_gone = r.entries[p].load(std::memory_order_acquire) & entry::GONE;
+  if (all_gone && rt_.ranges.remove(&r)) rt_.add_zombie(ev.r);
+  return true;
+}
+
+void Remaps::rounds() {
+  for (size_t k = 0; k < pending_.size();) {
+    if (step(pending_[k])) pending_.erase(pending_.begin() + static_cast<long>(k));
+    else ++k;
+  }
+}
+
+void Remaps::on_stray_fault(uintptr_t addr) {
+  void *page = reinterpret_cast<void *>(addr);
+  for (const Evacuation &ev : pending_)
+    if (addr >= ev.lo + ev.delta && addr < ev.hi + ev.delta) return;  // woken when it is done
+  uintptr_t lo = 0, hi = 0;
+  if (!find_mapping(addr, &lo, &hi)) {  // unmapped meanwhile: the thread retries (and gets SIGSEGV)
+    rt_.uffd.wake(page, kPageSize);
+    return;
+  }
+  RangePtr below;
+  for (const RangePtr &r : rt_.ranges.overlapping(lo, hi)) {
+    const uintptr_t s = r->start(), e = s + r->map_bytes;
+    if (e <= addr) {
+      if (e >= lo) {
+        lo = e;
+        below = r;
+      }
+    } else if (s > addr) {
+      hi = std::min(hi, s);
+    } else {  // a range claims it after all (just inserted or moved): the thread retries
+      rt_.uffd.wake(page, kPageSize);
+      return;
+    }
+  }
+  if (int rc = rt_.uffd.unregister_range(reinterpret_cast<void *>(lo), hi - lo)) {
+    size_t done = 0;  // cannot let it go: serve it as the kernel would, one zero page
+    rt_.uffd.zeropage(page, kPageSize, false, &done);
+    log(Level::warn, "fault at %p outside every managed range; unregistering [%p, %p) failed: %s",
+        page, (void *)lo, (void *)hi, strerror(-rc));
+  } else if (below && below->start() + below->map_bytes == lo) {
+    uintptr_t t = below->tail_end.load();
+    while (t < hi && !below->tail_end.compare_exchange_weak(t, hi)) {
+    }
+    log(Level::info, "managed range %p grew by mremap(): [%p, %p) is plain memory", (void *)below->start(),
+        (void *)lo, (void *)hi);
+  }
+  rt_.uffd.wake(page, kPageSize);
+}
+
+}  // namespace umrt::rt

@@ -1,0 +1,40 @@
+// threads.h — how umrt starts its own threads (fault service, copy engines, lanes): with every
+// asynchronous signal blocked, so a process-directed signal is never delivered to a runtime
+// thread and an application handler never runs there (one that touched managed memory on the
+// fault-service thread would wait for itself). Synchronous signals (a fault in umrt's own
+// code) stay deliverable. May throw std::system_error like std::thread: callers catch.
+#pragma once
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <thread>
+#include <utility>
+
+namespace umrt::rt {
+
+// The signal mask of every umrt thread: all but the synchronous ones.
+inline sigset_t runtime_thread_sigmask() {
+  sigset_t s;
+  sigfillset(&s);
+  for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS, SIGABRT}) sigdelset(&s, sig);
+  return s;
+}
+
+// name: at most 15 characters, "umrt-..." (seen in top, gdb, /proc/<pid>/task/*/comm).
+template <typename F>
+std::thread start_thread(const char *name, F &&f) {
+  const sigset_t block = runtime_thread_sigmask();
+  sigset_t old;
+  pthread_sigmask(SIG_BLOCK, &block, &old);  // the new thread inherits the mask
+  struct Restore {
+    sigset_t *old;
+    ~Restore() { pthread_sigmask(SIG_SETMASK, old, nullptr); }
+  } restore{&old};
+  return std::thread([name, fn = std::forward<F>(f)]() mutable {
+    pthread_setname_np(pthread_self(), name);
+    fn();
+  });
+}
+
+}  // namespace umrt::rt

@@ -1,0 +1,364 @@
+// test_events.cpp — process events and contract corners that once lost data, crashed or hung
+// (issue "Nothing lost, nothing hung"): mremap of managed memory (move, grow in place, grow with
+// a move, shrink, move of a part), a user munmap racing a prefetch, a shutdown whose pages
+// cannot come home, the cancel write-fault policy really cancelling, asynchronous signals never
+// delivered to umrt's threads, saturating fault injection, and configuration checks shared by
+// umrt_config_defaults and umrt_init. Written against umrt.h only.
+#include <pthread.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+#include "test_util.h"
+
+using namespace umrt_test;
+
+namespace {
+
+class Events : public UmrtTest {
+ protected:
+  bool ValidateAtEnd() const override { return true; }
+};
+
+// Pages 0..n of a range in three states: [0, n/3) on the device, [n/3, 2n/3) on the host,
+// the rest never touched. Returns the seed of the pattern written into the first two thirds.
+struct Mixed {
+  size_t dev_bytes, host_bytes;
+};
+Mixed make_mixed(uint8_t *p, size_t bytes, uint64_t seed) {
+  const size_t third = bytes / 3 / kPage * kPage;
+  fill_pattern(p, 2 * third, seed);
+  EXPECT_EQ(umrt_prefetch(p, third, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
+  EXPECT_TRUE(all_pages_at(p, third, UMRT_LOCATION_DEVICE));
+  return {third, third};
+}
+::testing::AssertionResult check_mixed(const uint8_t *p, size_t bytes, const Mixed &m, uint64_t seed) {
+  if (auto r = check_pattern(p, m.dev_bytes + m.host_bytes, seed); !r) return r;
+  return check_zero(p + m.dev_bytes + m.host_bytes, bytes - m.dev_bytes - m.host_bytes);
+}
+
+// An address range nobody uses (reserved, then released) of `bytes`, 2 MiB aligned.
+uint8_t *free_address(size_t bytes) {
+  void *p = mmap(nullptr, bytes + kBlock, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) return nullptr;
+  auto a = (reinterpret_cast<uintptr_t>(p) + kBlock - 1) & ~(kBlock - 1);
+  munmap(p, bytes + kBlock);
+  return reinterpret_cast<uint8_t *>(a);
+}
+
+TEST_F(Events, MremapMoveWholeRangeFollowsIt) {
+  const size_t bytes = 6 * MiB + 3 * kPage;
+  void *p = nullptr;
+  ASSERT_EQ(umrt_malloc(&p, bytes), UMRT_SUCCESS) << last_error();
+  auto *old = static_cast<uint8_t *>(p);
+  Mixed m = make_mixed(old, bytes, 11);
+  uint8_t *want = free_address(bytes);
+  ASSERT_NE(want, nullptr);
+  void *q = mremap(old, pages_of(bytes) * kPage, pages_of(bytes) * kPage, MREMAP_MAYMOVE | MREMAP_FIXED, want);
+  ASSERT_EQ(q, want) << strerror(errno);
+  auto *n = static_cast<uint8_t *>(q);
+  // Known at the new address, with its pages where they were.
+  EXPECT_TRUE(all_pages_at(n, m.dev_bytes, UMRT_LOCATION_DEVICE));
+  umrt_location loc;
+  EXPECT_EQ(umrt_page_location(old, &loc), UMRT_ERROR_INVALID_VALUE) << "the old address is still known";
+  EXPECT_TRUE(check_mixed(n, bytes, m, 11));
+  // And it keeps working there: to the device and back, then freed at the new address.
+  EXPECT_EQ(umrt_prefetch(n, bytes, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
+  EXPECT_TRUE(all_pages_at(n, bytes, UMRT_LOCATION_DEVICE));
+  EXPECT_TRUE(check_mixed(n, bytes, m, 11));
+  EXPECT_EQ(umrt_validate(), UMRT_SUCCESS) << last_error();
+  EXPECT_EQ(umrt_free(old), UMRT_ERROR_INVALID_VALUE);
+  EXPECT_EQ(umrt_free(n), UMRT_SUCCESS) << last_error();
+}
+
+TEST_F(Events, MremapMoveSmallPackedRange) {
+  const size_t bytes = 5 * kPage;
+  void *p = nullptr;
+  ASSERT_EQ(umrt_malloc(&p, bytes), UMRT_SUCCESS) << last_error();
+  fill_pattern(p, bytes, 12);
+  ASSERT_EQ(umrt_prefetch(p, bytes, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
+  uint8_t *want = free_address(bytes);
+  void *q = mremap(p, bytes, bytes, MREMAP_MAYMOVE | MREMAP_FIXED, want);
+  ASSERT_EQ(q, want) << strerror(errno);
+  EXPECT_TRUE(all_pages_at(q, bytes, UMRT_LOCATION_DEVICE));
+  EXPECT_TRUE(check_pattern(q, bytes, 12));
+  EXPECT_EQ(umrt_free(q), UMRT_SUCCESS) << last_error();
+}
+
+TEST_F(Events, MremapGrowInPlaceAddsPlainMemory) {
+  const size_t bytes = 4 * MiB;
+  // Room after the range: reserve twice the size and give back the second half.
+  void *p = nullptr;
+  ASSERT_EQ(umrt_malloc(&p, bytes), UMRT_SUCCESS) << last_error();
+  auto *b = static_cast<uint8_t *>(p);
+  Mixed m = make_mixed(b, bytes, 13);
+  // In place or not at all: take the largest growth there is room for right after the range.
+  size_t grow = 0;
+  for (size_t g : {bytes, 2 * MiB, 1 * MiB, 64 * KiB, kPage}) {
+    if (mremap(b, bytes, bytes + g, 0) == b) {
+      grow = g;
+      break;
+    }
+  }
+  if (grow == 0) GTEST_SKIP() << "no room after the range to grow it in place: " << strerror(errno);
+  // The tail: zeros, writable, not managed; no livelock (the watchdog would fire).
+  EXPECT_TRUE(check_zero(b + bytes, grow));
+  fill_pattern(b + bytes, grow, 14);
+  EXPECT_TRUE(check_pattern(b + bytes, grow, 14));
+  umrt_location loc;
+  EXPECT_EQ(umrt_page_location(b + bytes, &loc), UMRT_ERROR_INVALID_VALUE);
+  // The original bytes are still managed and intact.
+  EXPECT_TRUE(all_pages_at(b, m.dev_bytes, UMRT_LOCATION_DEVICE));
+  EXPECT_TRUE(check_mixed(b, bytes, m, 13));
+  EXPECT_EQ(umrt_prefetch(b, bytes, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
+  EXPECT_TRUE(check_mixed(b, bytes, m, 13));
+  EXPECT_EQ(umrt_free(b), UMRT_SUCCESS) << last_error();
+  // umrt_free unmapped the tail with the range.
+  unsigned char v = 0;
+  EXPECT_EQ(mincore(b + bytes, kPage, &v), -1) << "the grown tail is still mapped after umrt_free";
+}
+
+TEST_F(Events, MremapGrowWithMove) {
+  const size_t bytes = 4 * MiB;
+  void *p = nullptr;
+  ASSERT_EQ(umrt_malloc(&p, bytes), UMRT_SUCCESS) << last_error();
+  auto *b = static_cast<uint8_t *>(p);
+  Mixed m = make_mixed(b, bytes, 15);
+  uint8_t *want = free_address(3 * bytes);
+  void *q = mremap(b, bytes, 3 * bytes, MREMAP_MAYMOVE | MREMAP_FIXED, want);
+  ASSERT_EQ(q, want) << strerror(errno);
+  auto *n = static_cast<uint8_t *>(q);
+  EXPECT_TRUE(check_mixed(n, bytes, m, 15));
+  EXPECT_TRUE(check_zero(n + bytes, 2 * bytes));
+  fill_pattern(n + bytes, 2 * bytes, 16);
+  EXPECT_TRUE(check_pattern(n + bytes, 2 * bytes, 16));
+  EXPECT_EQ(umrt_prefetch(n, bytes, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
+  EXPECT_TRUE(check_mixed(n, bytes, m, 15));
+  EXPECT_EQ(umrt_free(n), UMRT_SUCCESS) << last_error();
+}
+
+TEST_F(Events, MremapShrinkDropsTheTail) {
+  const size_t bytes = 6 * MiB;
+  void *p = nullptr;
+  ASSERT_EQ(umrt_malloc(&p, bytes), UMRT_SUCCESS) << last_error();
+  auto *b = static_cast<uint8_t *>(p);
+  fill_pattern(b, bytes, 17);
+  ASSERT_EQ(umrt_prefetch(b, bytes, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
+  ASSERT_EQ(mremap(b, bytes, 2 * MiB + kPage, 0), b) << strerror(errno);
+  EXPECT_TRUE(check_pattern(b, 2 * MiB + kPage, 17));
+  EXPECT_EQ(umrt_validate(), UMRT_SUCCESS) << last_error();
+  EXPECT_EQ(umrt_free(b), UMRT_SUCCESS) << last_error();
+}
+
+TEST_F(Events, MremapOfAPartTakesItsDataAlong) {
+  const size_t bytes = 8 * MiB;
+  void *p = nullptr;
+  ASSERT_EQ(umrt_malloc(&p, bytes), UMRT_SUCCESS) << last_error();
+  auto *b = static_cast<uint8_t *>(p);
+  fill_pattern(b, bytes, 18);
+  ASSERT_EQ(umrt_prefetch(b, bytes, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
+  b[3 * MiB] ^= 1;  // one page of the moved part on the host again (written there)
+  b[3 * MiB] ^= 1;
+  uint8_t *want = free_address(2 * MiB);
+  void *q = mremap(b + 2 * MiB, 2 * MiB, 2 * MiB, MREMAP_MAYMOVE | MREMAP_FIXED, want);
+  ASSERT_EQ(q, want) << strerror(errno);
+  EXPECT_TRUE(check_pattern(q, 2 * MiB, 18, 2 * MiB)) << "the moved part lost its data";
+  EXPECT_TRUE(check_pattern(b, 2 * MiB, 18));
+  EXPECT_TRUE(check_pattern(b + 4 * MiB, 4 * MiB, 18, 4 * MiB));
+  EXPECT_EQ(umrt_validate(), UMRT_SUCCESS) << last_error();
+  EXPECT_EQ(umrt_free(b), UMRT_SUCCESS) << last_error();
+  munmap(q, 2 * MiB);
+}
+
+// A user munmap of a range while another thread prefetches it must never crash umrt (a copy
+// engine reading pages that were just unmapped) or leave it inconsistent.
+TEST_F(Events, MunmapRacingPrefetchNeverCrashes) {
+  const int rounds = 40 / kSlowdown + 4;
+  for (int k = 0; k < rounds; ++k) {
+    const size_t bytes = 8 * MiB;
+    void *p = nullptr;
+    ASSERT_EQ(umrt_malloc(&p, bytes), UMRT_SUCCESS) << last_error();
+    fill_pattern(p, bytes, 19);
+    std::atomic<bool> go{false};
+    std::thread t([&] {
+      while (!go.load()) {
+      }
+      umrt_status s = umrt_prefetch(p, bytes, UMRT_LOCATION_DEVICE, nullptr);
+      (void)s;  // success or an error: both fine, a crash is not
+    });
+    go.store(true);
+    std::this_thread::sleep_for(std::chrono::microseconds(50 * (k % 8)));
+    ASSERT_EQ(munmap(p, bytes), 0);
+    t.join();
+    EXPECT_EQ(umrt_free(p), UMRT_ERROR_INVALID_VALUE) << "a munmap()ed range is still known";
+    EXPECT_EQ(umrt_validate(), UMRT_SUCCESS) << "round " << k << ": " << last_error();
+  }
+  EXPECT_EQ(get_stats().device_bytes_in_use, 0u) << "device memory of munmap()ed ranges not released";
+}
+
+TEST_F(Events, ValidateRightAfterMunmapOfADeviceRange) {
+  void *p = nullptr;
+  ASSERT_EQ(umrt_malloc(&p, 4 * MiB), UMRT_SUCCESS) << last_error();
+  fill_pattern(p, 4 * MiB, 20);
+  ASSERT_EQ(umrt_prefetch(p, 4 * MiB, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
+  ASSERT_EQ(munmap(p, 4 * MiB), 0);
+  EXPECT_EQ(umrt_validate(), UMRT_SUCCESS) << last_error();
+  EXPECT_EQ(get_stats().device_bytes_in_use, 0u);
+}
+
+// umrt.h: umrt_shutdown brings all pages home. When it cannot, it must say so and keep the data.
+TEST_F(Events, ShutdownWhosePagesCannotComeHomeFailsAndKeepsThem) {
+  const size_t bytes = 3 * MiB;
+  void *p = nullptr;
+  ASSERT_EQ(umrt_malloc(&p, bytes), UMRT_SUCCESS) << last_error();
+  fill_pattern(p, bytes, 21);
+  ASSERT_EQ(umrt_prefetch(p, bytes, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
+  ASSERT_EQ(umrt_inject_failure(UMRT_INJECT_COPY, 1, 1000000), UMRT_SUCCESS) << last_error();
+  umrt_status s = umrt_shutdown();
+  EXPECT_EQ(s, UMRT_ERROR_BACKEND) << "shutdown reported " << str(s) << " over pages it could not bring home";
+  EXPECT_NE(std::strstr(last_error(), "umrt_shutdown"), nullptr) << last_error();
+  // Still running, the pages still on the device with their data.
+  EXPECT_TRUE(all_pages_at(p, bytes, UMRT_LOCATION_DEVICE));
+  EXPECT_TRUE(check_device_pattern(p, bytes, 21));
+  // The device works again: shutdown succeeds, and the range is plain host memory with the data.
+  ASSERT_EQ(umrt_inject_failure(UMRT_INJECT_COPY, UINT64_MAX, 1), UMRT_SUCCESS) << last_error();
+  EXPECT_EQ(umrt_shutdown(), UMRT_SUCCESS) << last_error();
+  EXPECT_TRUE(check_pattern(p, bytes, 21));
+  EXPECT_EQ(umrt_free(p), UMRT_SUCCESS) << last_error();
+}
+
+class CancelPolicy : public Events {
+ protected:
+  void Configure(umrt_config &c) override {
+    c.sim_bandwidth_gbps = 0.25;  // a 2 MiB batch holds its pages ~8 ms
+    c.write_fault = UMRT_WRITE_FAULT_CANCEL;
+  }
+};
+
+// A CPU write to a page an in-flight host->device batch holds cancels that page's migration:
+// the writer goes on long before the batch ends, the stats say so, and the prefetch still
+// returns with every page (the written one too, with the new value) on the device.
+TEST_F(CancelPolicy, WriteIntoAnInFlightBatchCancelsThatPage) {
+  UMRT_SKIP_UNLESS_SIM_RUN("uses the sim bandwidth limit to hold a batch open");
+  const size_t bytes = 2 * MiB;
+  Managed m(bytes);
+  ASSERT_TRUE(m);
+  fill_pattern(m.get(), bytes, 22);
+  umrt_stats a = get_stats();
+  std::atomic<bool> started{false};
+  std::thread pf([&] {
+    started = true;
+    EXPECT_EQ(umrt_prefetch(m.get(), bytes, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
+  });
+  while (!started) {
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(2));  // the batch has protected its pages
+  auto t0 = std::chrono::steady_clock::now();
+  auto *w = reinterpret_cast<volatile uint64_t *>(m.get() + 100 * kPage);
+  *w = 0x5eed;
+  auto waited = std::chrono::steady_clock::now() - t0;
+  pf.join();
+  umrt_stats s = get_stats();
+  EXPECT_GE(s.write_faults - a.write_faults, 1u) << "the write did not fault on the protected page";
+  EXPECT_GE(s.write_cancels - a.write_cancels, 1u) << "the write did not cancel the page's migration";
+  const double waited_ms = std::chrono::duration<double, std::milli>(waited).count();
+  EXPECT_LT(waited_ms, 6.0 * kSlowdown)
+      << "the writer waited for the batch";
+  EXPECT_TRUE(all_pages_at(m.get(), bytes, UMRT_LOCATION_DEVICE)) << "the prefetch left the cancelled page behind";
+  uint64_t expect_word = 0x5eed;
+  std::vector<uint8_t> want(bytes);
+  fill_pattern(want.data(), bytes, 22);
+  std::memcpy(want.data() + 100 * kPage, &expect_word, 8);
+  std::vector<uint8_t> got;
+  ASSERT_TRUE(read_device_copy(m.get(), bytes, &got));
+  EXPECT_EQ(std::memcmp(got.data(), want.data(), bytes), 0) << "the device copy is not what the CPU wrote";
+}
+
+// ---- signals -------------------------------------------------------------------------------------
+
+std::atomic<int> g_on_umrt_thread{0}, g_handled{0};
+std::atomic<long> g_app_tid{0};  // the only application thread of the test below
+void note_thread(int) {
+  if (syscall(SYS_gettid) != g_app_tid.load()) g_on_umrt_thread.fetch_add(1);
+  g_handled.fetch_add(1);
+}
+
+// With every application thread blocking a signal, a process-directed one stays pending until
+// an application thread takes it: it is never delivered to a umrt thread (where a handler that
+// touched managed memory could hang the fault service). No fixture: its watchdog thread would
+// take the signal itself, so the only threads here are this one and umrt's.
+TEST(EventsSignals, ProcessSignalsNeverRunOnUmrtThreads) {
+  umrt_shutdown();
+  umrt_config c = sim_config();
+  umrt_status st = umrt_init(&c);
+  if (st == UMRT_ERROR_NOT_SUPPORTED) GTEST_SKIP() << "userfaultfd is not available here: " << last_error();
+  ASSERT_EQ(st, UMRT_SUCCESS) << last_error();
+  void *p = nullptr;
+  ASSERT_EQ(umrt_malloc(&p, 4 * MiB), UMRT_SUCCESS) << last_error();
+  fill_pattern(p, 4 * MiB, 23);
+  ASSERT_EQ(umrt_prefetch(p, 4 * MiB, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
+  struct sigaction sa {}, old {};
+  sa.sa_handler = note_thread;
+  sigemptyset(&sa.sa_mask);
+  ASSERT_EQ(sigaction(SIGUSR1, &sa, &old), 0);
+  sigset_t usr1, prev;
+  sigemptyset(&usr1);
+  sigaddset(&usr1, SIGUSR1);
+  ASSERT_EQ(pthread_sigmask(SIG_BLOCK, &usr1, &prev), 0);
+  g_on_umrt_thread = 0;
+  g_handled = 0;
+  g_app_tid = syscall(SYS_gettid);
+  for (int i = 0; i < 100; ++i) {
+    kill(getpid(), SIGUSR1);
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  ASSERT_EQ(pthread_sigmask(SIG_SETMASK, &prev, nullptr), 0);  // a pending one is delivered here now
+  std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  sigaction(SIGUSR1, &old, nullptr);
+  EXPECT_EQ(g_on_umrt_thread.load(), 0) << "a signal handler ran on a umrt thread";
+  EXPECT_GE(g_handled.load(), 1) << "the signal was never delivered";
+  EXPECT_TRUE(check_pattern(p, 4 * MiB, 23));
+  EXPECT_EQ(umrt_free(p), UMRT_SUCCESS) << last_error();
+  EXPECT_EQ(umrt_shutdown(), UMRT_SUCCESS) << last_error();
+}
+
+// ---- small contract corners ----------------------------------------------------------------------
+
+TEST_F(Events, InjectionWithTheLargestCountFires) {
+  Managed m(2 * MiB);
+  ASSERT_TRUE(m);
+  fill_pattern(m.get(), 2 * MiB, 24);
+  ASSERT_EQ(umrt_inject_failure(UMRT_INJECT_COPY, 1, UINT64_MAX), UMRT_SUCCESS) << last_error();
+  EXPECT_EQ(umrt_prefetch(m.get(), 2 * MiB, UMRT_LOCATION_DEVICE, nullptr), UMRT_ERROR_BACKEND)
+      << "count UINT64_MAX never fired";
+  EXPECT_TRUE(all_pages_at(m.get(), 2 * MiB, UMRT_LOCATION_HOST));
+  EXPECT_TRUE(check_pattern(m.get(), 2 * MiB, 24));
+  ASSERT_EQ(umrt_inject_failure(UMRT_INJECT_ALLOC, UINT64_MAX, UINT64_MAX), UMRT_SUCCESS) << last_error();
+}
+
+TEST(EventsConfig, DefaultsRefuseWhatInitRefuses) {
+  umrt_shutdown();
+  for (const char *v : {"1K", "2097151", "9999999T"}) {
+    ScopedEnv e("UMRT_DEVICE_MEMORY", v);
+    umrt_config c;
+    std::memset(&c, 0, sizeof c);
+    umrt_status d = umrt_config_defaults(&c);
+    umrt_status i = umrt_init(nullptr);
+    EXPECT_EQ(d, UMRT_ERROR_INVALID_VALUE) << "UMRT_DEVICE_MEMORY=" << v << ": umrt_config_defaults accepted it";
+    EXPECT_EQ(i, UMRT_ERROR_INVALID_VALUE) << "UMRT_DEVICE_MEMORY=" << v;
+    umrt_shutdown();
+  }
+  {
+    ScopedEnv e("UMRT_SIM_FAIL_COPY", "zero");
+    umrt_config c;
+    std::memset(&c, 0, sizeof c);
+    EXPECT_EQ(umrt_config_defaults(&c), UMRT_ERROR_INVALID_VALUE);
+  }
+}
+
+}  // namespace
