@@ -230,6 +230,9 @@ umrt_status umrt_free(void *ptr) {
   Call call;
   if (!call.ok()) return call.status();
   Runtime &rt = call.rt();
+  // A range the user munmap()ed just before: its event is handled first, so umrt never unmaps
+  // an address that is no longer its own.
+  rt.faults.settle_events();
   uintptr_t a = reinterpret_cast<uintptr_t>(ptr);
   RangePtr r = rt.ranges.remove_exact(a);
   if (!r) {
@@ -306,6 +309,8 @@ umrt_status umrt_get_stats(umrt_stats *out) {
   Call call;
   if (!call.ok()) return call.status();
   Runtime &rt = call.rt();
+  rt.faults.settle_events();  // device memory of a range munmap()ed just before is counted back
+  rt.reap_zombies();
   const Stats &s = rt.stats;
   auto ld = [](const std::atomic<uint64_t> &v) { return v.load(std::memory_order_relaxed); };
   umrt_stats o{};
@@ -370,8 +375,11 @@ umrt_status umrt_inject_failure(umrt_inject_kind kind, uint64_t nth, uint64_t co
 umrt_status umrt_validate(void) {
   Call call;
   if (!call.ok()) return call.status();
+  Runtime &rt = call.rt();
+  rt.faults.settle_events();  // a munmap() that just returned is accounted for
+  rt.reap_zombies();
   std::string why;
-  if (!call.rt().devmem.validate(call.rt().ranges.snapshot(), &why))
+  if (!rt.devmem.validate(rt.every_range(), &why))
     return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_validate: %s", why.c_str());
   return UMRT_SUCCESS;
 }

@@ -1,9 +1,6 @@
 // backend.cpp — the checking, tracing front of the backend interface (see backend.h).
 #include "backend.h"
 
-#include <sys/uio.h>
-#include <unistd.h>
-
 #include <cerrno>
 
 namespace umrt::rt {
@@ -32,23 +29,6 @@ int Backend::chunk_map(DevWindow *w, size_t offset, uint32_t chunk) {
 int Backend::chunk_unmap(DevWindow *w, size_t offset) {
   if (!w || offset % kBlockSize || offset + kBlockSize > w->bytes) return -EINVAL;
   return do_chunk_unmap(w, offset);
-}
-
-int read_user_pages(void *dst, const void *src, size_t n) {
-  static const pid_t self = getpid();  // a forked child never copies (umrt is off there)
-  size_t done = 0;
-  while (done < n) {
-    iovec local{static_cast<char *>(dst) + done, n - done};
-    iovec remote{const_cast<char *>(static_cast<const char *>(src)) + done, n - done};
-    ssize_t got = process_vm_readv(self, &local, 1, &remote, 1, 0);
-    if (got < 0) {
-      if (errno == EINTR) continue;
-      return errno == ENOMEM || errno == EFAULT ? -EFAULT : -errno;
-    }
-    if (got == 0) return -EFAULT;
-    done += static_cast<size_t>(got);  // partial: the next call reports the missing page
-  }
-  return 0;
 }
 
 int Backend::transfer(CopyOp *ops, size_t n, Installer *inst) {

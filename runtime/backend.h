@@ -117,14 +117,16 @@ struct Injectors {
 };
 
 // Copy n bytes out of user memory (a host->device source) into dst: 0, or -EFAULT when part of
-// the source is no longer mapped. The user may munmap() or mremap() a range at any moment, also
-// while a copy engine reads it, so the read goes through the kernel (process_vm_readv on this
-// process), which reports a vanished page instead of raising SIGSEGV in a umrt thread; a page
-// discarded meanwhile (MADV_DONTNEED) faults into the fault service like any access
-// (docs/design.md, "Reading user pages"). A CPU writer may also legitimately write a page while
-// it is copied, after cancelling that page's migration (the torn copy is then discarded); the
-// kernel's copy is outside what ThreadSanitizer instruments, as that protocol needs.
+// the source is no longer readable. The user may munmap(), mremap() or mprotect() a range at any
+// moment, also while a copy engine reads it: a vanished page is reported, never a SIGSEGV in a
+// umrt thread (user_read.cpp, docs/design.md "Reading user pages"). A page discarded meanwhile
+// (MADV_DONTNEED) faults into the fault service like any access. A CPU writer may legitimately
+// write a page while it is copied, after cancelling that page's migration (the torn copy is then
+// discarded).
 int read_user_pages(void *dst, const void *src, size_t n);
+// Runtime start/stop: install / remove the SIGSEGV and SIGBUS handler read_user_pages uses.
+void user_read_guard_install();
+void user_read_guard_remove();
 
 struct SimOptions {
   uint64_t capacity;

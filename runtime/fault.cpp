@@ -187,7 +187,7 @@ void serve_unmap(Runtime &rt, uintptr_t lo, uintptr_t hi, uint64_t before) {
     r->mark_gone(lo, hi);
     if (a == r->start() && b == r->start() + r->map_bytes) {
       log(Level::warn, "managed range %p (%zu bytes) was munmap()ed by the user", (void *)r->start(), r->size);
-      if (rt.ranges.remove(r.get())) rt.add_zombie(r);
+      rt.retire_unmapped(r);
     } else {
       log(Level::info, "user munmap of %zu bytes inside managed range %p", b - a, (void *)r->start());
     }
@@ -195,6 +195,11 @@ void serve_unmap(Runtime &rt, uintptr_t lo, uintptr_t hi, uint64_t before) {
 }
 
 }  // namespace
+
+void FaultService::settle_events() const {
+  for (int i = 0; i < 1000000 && (reading_.load() || events_in_progress_.load() > 0); ++i)
+    std::this_thread::yield();
+}
 
 int FaultService::start(Runtime *rt) {
   rt_ = rt;
@@ -239,13 +244,18 @@ void FaultService::loop() {
       continue;
     }
     const uint64_t seq_before = rt.ranges.seq();
+    reading_.store(true);
     ssize_t got = read(rt.uffd.fd(), msgs, sizeof msgs);
     if (got < 0) {
+      reading_.store(false);
       if (errno == EAGAIN || errno == EINTR) continue;
       log(Level::error, "fault service: read failed: %s", strerror(errno));
       return;
     }
     size_t nmsg = static_cast<size_t>(got) / sizeof(uffd_msg);
+    const bool events = std::any_of(msgs, msgs + nmsg, [](const uffd_msg &m) { return m.event != UFFD_EVENT_PAGEFAULT; });
+    if (events) events_in_progress_.fetch_add(1);
+    reading_.store(false);
     groups.clear();
     for (size_t k = 0; k < nmsg; ++k) {
       const uffd_msg &m = msgs[k];
@@ -281,6 +291,7 @@ void FaultService::loop() {
       it->pages.push_back(page);
       if (m.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE) it->write = true;
     }
+    if (events) events_in_progress_.fetch_sub(1);
     if (fails.size() > 4096) fails.clear();  // stale addresses of freed ranges; bounded
     for (Group &g : groups) serve_group(rt, g, fails);
     groups.clear();  // drop the range references before blocking again

@@ -195,7 +195,7 @@ bool Remaps::step(Evacuation &ev) {
   bool all_gone = true;
   for (size_t p = 0; p < r.npages && all_gone; ++p)
     all_gone = r.entries[p].load(std::memory_order_acquire) & entry::GONE;
-  if (all_gone && rt_.ranges.remove(&r)) rt_.add_zombie(ev.r);
+  if (all_gone) rt_.retire_unmapped(ev.r);
   return true;
 }
 

@@ -17,6 +17,7 @@ namespace umrt::rt {
 umrt_status Runtime::start(const umrt_config &c) {
   cfg = c;
   set_log_level(static_cast<Level>(cfg.log_level));
+  user_read_guard_install();  // copy engines read user pages under it (user_read.cpp)
   int rc = uffd.open();
   if (rc)
     return set_error(UMRT_ERROR_NOT_SUPPORTED,
@@ -89,6 +90,20 @@ void Runtime::add_zombie(RangePtr r) {
   zombies_waiting.store(true, std::memory_order_release);
 }
 
+void Runtime::retire_unmapped(const RangePtr &r) {
+  std::lock_guard g(zombies_mu);
+  if (!ranges.remove(r.get())) return;
+  zombies.push_back(r);
+  zombies_waiting.store(true, std::memory_order_release);
+}
+
+std::vector<RangePtr> Runtime::every_range() {
+  std::lock_guard g(zombies_mu);
+  std::vector<RangePtr> v = ranges.snapshot();
+  v.insert(v.end(), zombies.begin(), zombies.end());
+  return v;
+}
+
 void Runtime::reap_zombies() {
   if (!zombies_waiting.load(std::memory_order_acquire)) return;
   std::vector<RangePtr> z;
@@ -147,6 +162,7 @@ std::vector<RangePtr> Runtime::stop() {
   faults.stop();
   devmem.shutdown();
   backend.reset();
+  user_read_guard_remove();
   uffd.close();
   trace.close();
   return left;

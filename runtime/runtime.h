@@ -26,12 +26,21 @@ class FaultService {
  public:
   int start(struct Runtime *rt);
   void stop();
+  // Wait (bounded) until the process events (munmap, mremap) the fault service has read are
+  // handled: a munmap() returns once its event is read, a moment before it is served.
+  void settle_events() const;
 
  private:
   void loop();
   struct Runtime *rt_ = nullptr;
   int stop_fd_ = -1;
   std::thread thread_;
+  // settle_events: reading_ is set from before each read() of the uffd until its messages are
+  // scanned, events_in_progress_ while a batch holding events is handled. A munmap() returns
+  // once its event is dequeued, i.e. after reading_ was set: a caller that saw the munmap
+  // return and then finds both clear knows the event was handled.
+  std::atomic<bool> reading_{false};
+  std::atomic<int> events_in_progress_{0};
 };
 
 struct Runtime {
@@ -50,6 +59,11 @@ struct Runtime {
   std::vector<RangePtr> zombies;
   std::atomic<bool> zombies_waiting{false};  // zombies is not empty (checked without the lock)
   void add_zombie(RangePtr r);
+  // Take r out of the table and into zombies, if it still is in the table (one step, under
+  // zombies_mu, so that every_range() never misses it).
+  void retire_unmapped(const RangePtr &r);
+  // The table's ranges and the zombies: every range that may still hold device memory.
+  std::vector<RangePtr> every_range();
 
   umrt_status start(const umrt_config &c);  // sets last_error on failure
   // Every page of every range home (0), or the first error with *failed = its range: then
