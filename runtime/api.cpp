@@ -106,18 +106,21 @@ umrt_status from_errno(int rc, const char *what, Backend *be = nullptr) {
   }
 }
 
-// The range containing [p, p + size) entirely, with its inflight count held.
-umrt_status span_of(Runtime &rt, const void *p, size_t size, const char *fn, RangeRef *out) {
+// The range containing [p, p + size) entirely, with its inflight count held, and the offset of
+// p in it (computed once: the range may be mremap()ed meanwhile, and then p is its old address).
+umrt_status span_of(Runtime &rt, const void *p, size_t size, const char *fn, RangeRef *out, size_t *offset) {
   if (!p) return set_error(UMRT_ERROR_INVALID_VALUE, "%s: pointer is NULL", fn);
   uintptr_t a = reinterpret_cast<uintptr_t>(p);
-  RangeRef ref = rt.ranges.acquire(a);
+  size_t off = 0;
+  RangeRef ref = rt.ranges.acquire(a, &off);
   if (!ref)
     return set_error(UMRT_ERROR_INVALID_VALUE, "%s: %p is not inside a managed allocation", fn, p);
-  if (size > ref->size || a - ref->start() > ref->size - size)
+  if (size > ref->size || off > ref->size - size)
     return set_error(UMRT_ERROR_INVALID_VALUE,
                      "%s: [%p, +%zu) crosses the end of the allocation [%p, +%zu)", fn, p, size,
-                     reinterpret_cast<void *>(ref->start()), ref->size);
+                     reinterpret_cast<void *>(a - off), ref->size);
   *out = std::move(ref);
+  *offset = off;
   return UMRT_SUCCESS;
 }
 
@@ -269,10 +272,9 @@ umrt_status umrt_prefetch(const void *ptr, size_t size, umrt_location dst, void 
   Call call;
   if (!call.ok()) return call.status();
   RangeRef ref;
-  if (umrt_status st = span_of(call.rt(), ptr, size, "umrt_prefetch", &ref); st != UMRT_SUCCESS) return st;
-  uintptr_t a = reinterpret_cast<uintptr_t>(ptr);
-  size_t first = ref->page_of(a);
-  size_t last = ref->page_of(a + size - 1);
+  size_t off = 0;
+  if (umrt_status st = span_of(call.rt(), ptr, size, "umrt_prefetch", &ref, &off); st != UMRT_SUCCESS) return st;
+  const size_t first = off >> kPageShift, last = (off + size - 1) >> kPageShift;
   Backend *be = call.rt().backend.get();
   (void)be->take_error_text();  // an earlier, unrelated failure's text must not be reported here
   if (where == UMRT_LOCATION_HOST) {
@@ -288,8 +290,9 @@ umrt_status umrt_device_pointer(const void *ptr, void **dptr) {
   Call call;
   if (!call.ok()) return call.status();
   RangeRef ref;
-  if (umrt_status st = span_of(call.rt(), ptr, 1, "umrt_device_pointer", &ref); st != UMRT_SUCCESS) return st;
-  *dptr = ref->dev_base + (reinterpret_cast<uintptr_t>(ptr) - ref->start());
+  size_t off = 0;
+  if (umrt_status st = span_of(call.rt(), ptr, 1, "umrt_device_pointer", &ref, &off); st != UMRT_SUCCESS) return st;
+  *dptr = ref->dev_base + off;
   return UMRT_SUCCESS;
 }
 
@@ -298,8 +301,9 @@ umrt_status umrt_page_location(const void *ptr, umrt_location *loc) {
   Call call;
   if (!call.ok()) return call.status();
   RangeRef ref;
-  if (umrt_status st = span_of(call.rt(), ptr, 1, "umrt_page_location", &ref); st != UMRT_SUCCESS) return st;
-  uint64_t e = ref->entries[ref->page_of(reinterpret_cast<uintptr_t>(ptr))].load(std::memory_order_acquire);
+  size_t off = 0;
+  if (umrt_status st = span_of(call.rt(), ptr, 1, "umrt_page_location", &ref, &off); st != UMRT_SUCCESS) return st;
+  uint64_t e = ref->entries[off >> kPageShift].load(std::memory_order_acquire);
   *loc = entry::loc(e) == Loc::DEVICE ? UMRT_LOCATION_DEVICE : UMRT_LOCATION_HOST;
   return UMRT_SUCCESS;
 }

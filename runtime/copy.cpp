@@ -31,6 +31,13 @@ const void *zero_block() {
 
 bool sel(const Batch &b, size_t i) { return b.src[i] & entry::MIGRATE; }
 
+// The batch slot of a host address of an op. The ops of one copy step are all built from one
+// snapshot of the range's address (host0 = page b.first then): the range may move (mremap) while
+// they run, and an index computed from its start afresh would point at other pages.
+size_t slot_of(const char *host0, const void *host) {
+  return static_cast<size_t>(static_cast<const char *>(host) - host0) >> kPageShift;
+}
+
 void drop(Batch &b, size_t i, size_t j) {
   for (size_t k = i; k < j; ++k) {
     b.src[k] &= ~entry::MIGRATE;
@@ -46,11 +53,12 @@ void drop(Batch &b, size_t i, size_t j) {
 // copy-engine threads too: pages of one batch are disjoint between calls, counters are atomic.
 struct BatchInstaller final : Installer {
   Batch &b;
-  explicit BatchInstaller(Batch &bb) : b(bb) {}
+  char *host0;  // the address of page b.first the ops were built with
+  BatchInstaller(Batch &bb, char *h0) : b(bb), host0(h0) {}
   int install(CopyOp &op, const void *staged) override {
     // The fault service waits for this copy: like it, never wait out a pending munmap event.
     Uffd::NoWaitScope nowait(b.why == Why::fault || b.why == Why::fault_write);
-    const size_t p0 = b.r->page_of(reinterpret_cast<uintptr_t>(op.host)) - b.first;
+    const size_t p0 = slot_of(host0, op.host);
     size_t done = 0;
     int rc = b.rt->uffd.copy(op.host, staged, op.len, true, &done);  // woken after finalize
     const size_t nd = done / kPageSize;
@@ -82,6 +90,7 @@ void copy_to_device(Batch &b) {
     return;
   }
   const uint32_t chunk = b.db->chunk;  // stable: this batch holds the block busy
+  char *const host0 = b.r->addr(b.first);
   CopyOp ops[kBlockPages];
   size_t nops = 0;
   for (size_t i = 0; i < b.n;) {
@@ -95,7 +104,7 @@ void copy_to_device(Batch &b) {
       b.dst[j] = entry::make(Loc::DEVICE, b.r->frame(b.first + j, chunk)) | entry::MIGRATE;
       ++j;
     }
-    ops[nops++] = {zero ? CopyOp::ZERO : CopyOp::H2D, b.r->addr(b.first + i),
+    ops[nops++] = {zero ? CopyOp::ZERO : CopyOp::H2D, host0 + i * kPageSize,
                    b.r->dev_addr(b.first + i), (j - i) * kPageSize, 0, 0};
     i = j;
   }
@@ -103,7 +112,7 @@ void copy_to_device(Batch &b) {
   uint64_t copied = 0, zeroed = 0;
   for (size_t k = 0; k < nops; ++k) {
     const CopyOp &op = ops[k];
-    size_t i = b.r->page_of(reinterpret_cast<uintptr_t>(op.host)) - b.first;
+    const size_t i = slot_of(host0, op.host);
     if (op.status) {
       drop(b, i, i + op.len / kPageSize);
       b.fail(op.status);
@@ -119,6 +128,7 @@ void copy_to_device(Batch &b) {
 
 void copy_to_host(Batch &b) {
   Runtime &rt = *b.rt;
+  char *const host0 = b.r->addr(b.first);
   CopyOp ops[kBlockPages];
   size_t nops = 0;
   uint64_t zeroed = 0;
@@ -143,8 +153,8 @@ void copy_to_host(Batch &b) {
     if (l == Loc::NONE) {
       size_t done = 0;
       int rc = b.why == Why::fault_write
-                   ? rt.uffd.copy(b.r->addr(b.first + i), zero_block(), (j - i) * kPageSize, true, &done)
-                   : rt.uffd.zeropage(b.r->addr(b.first + i), (j - i) * kPageSize, true, &done);
+                   ? rt.uffd.copy(host0 + i * kPageSize, zero_block(), (j - i) * kPageSize, true, &done)
+                   : rt.uffd.zeropage(host0 + i * kPageSize, (j - i) * kPageSize, true, &done);
       if (rc == -EEXIST) {  // already mapped (a duplicate fault raced us): count it as mapped
         done = (j - i) * kPageSize;
         rc = 0;
@@ -153,12 +163,12 @@ void copy_to_host(Batch &b) {
       zeroed += done / kPageSize;
       if (rc) b.fail(rc);
     } else {
-      ops[nops++] = {CopyOp::D2H, b.r->addr(b.first + i), b.r->dev_addr(b.first + i),
+      ops[nops++] = {CopyOp::D2H, host0 + i * kPageSize, b.r->dev_addr(b.first + i),
                      (j - i) * kPageSize, 0, 0};
     }
     i = j;
   }
-  BatchInstaller inst(b);  // counts bytes_to_host / pages_to_host as it maps
+  BatchInstaller inst(b, host0);  // counts bytes_to_host / pages_to_host as it maps
   rt.backend->transfer(ops, nops, &inst);
   for (size_t k = 0; k < nops; ++k)
     if (ops[k].status) b.fail(ops[k].status);

@@ -73,7 +73,7 @@ bool RangeTable::remove(const Range *r) {
   return true;
 }
 
-RangeRef RangeTable::acquire(uintptr_t addr) const {
+RangeRef RangeTable::acquire(uintptr_t addr, size_t *offset) const {
   std::shared_lock g(mu_);
   auto it = map_.upper_bound(addr);
   // Normally the range just below addr. A range whose page at addr is GONE (a user munmap left
@@ -84,6 +84,7 @@ RangeRef RangeTable::acquire(uintptr_t addr) const {
     if (!r.contains(addr)) continue;
     if (r.entries[r.page_of(addr)].load(std::memory_order_acquire) & entry::GONE) continue;
     r.inflight.fetch_add(1, std::memory_order_acq_rel);
+    if (offset) *offset = addr - r.start();  // stable: moves take the table exclusively
     return RangeRef(it->second);
   }
   return {};

@@ -124,8 +124,9 @@ class RangeTable {
   // r (in the table) now starts at new_start (the user mremap()ed it); returns ranges it
   // displaced there, as insert does.
   std::vector<RangePtr> move(const RangePtr &r, uintptr_t new_start);
-  // The range mapping addr (its page there not GONE) with its inflight count taken.
-  RangeRef acquire(uintptr_t addr) const;
+  // The range mapping addr (its page there not GONE) with its inflight count taken; *offset (if
+  // given) = addr - its start, taken together (the range may move right after: mremap).
+  RangeRef acquire(uintptr_t addr, size_t *offset = nullptr) const;
   std::vector<RangePtr> snapshot() const;
   // Ranges overlapping [lo, hi).
   std::vector<RangePtr> overlapping(uintptr_t lo, uintptr_t hi) const;

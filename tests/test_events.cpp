@@ -42,12 +42,16 @@ Mixed make_mixed(uint8_t *p, size_t bytes, uint64_t seed) {
   return check_zero(p + m.dev_bytes + m.host_bytes, bytes - m.dev_bytes - m.host_bytes);
 }
 
-// An address range nobody uses (reserved, then released) of `bytes`, 2 MiB aligned.
+// A 2 MiB-aligned target for mremap(MREMAP_FIXED), kept reserved (PROT_NONE) until the mremap
+// replaces it: an address merely released could be taken meanwhile by a thread stack (umrt
+// starts a lane thread per multi-block prefetch), which the move would then overwrite.
 uint8_t *free_address(size_t bytes) {
   void *p = mmap(nullptr, bytes + kBlock, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (p == MAP_FAILED) return nullptr;
-  auto a = (reinterpret_cast<uintptr_t>(p) + kBlock - 1) & ~(kBlock - 1);
-  munmap(p, bytes + kBlock);
+  const auto b = reinterpret_cast<uintptr_t>(p);
+  const auto a = (b + kBlock - 1) & ~(kBlock - 1);
+  if (a > b) munmap(p, a - b);
+  if (b + kBlock > a) munmap(reinterpret_cast<void *>(a + bytes), b + kBlock - a);
   return reinterpret_cast<uint8_t *>(a);
 }
 
@@ -173,6 +177,43 @@ TEST_F(Events, MremapOfAPartTakesItsDataAlong) {
   EXPECT_EQ(umrt_validate(), UMRT_SUCCESS) << last_error();
   EXPECT_EQ(umrt_free(b), UMRT_SUCCESS) << last_error();
   munmap(q, 2 * MiB);
+}
+
+class SlowLink : public Events {
+ protected:
+  void Configure(umrt_config &c) override { c.sim_bandwidth_gbps = 1.0; }  // ~2 ms per 2 MiB batch
+};
+
+// The range moves while a prefetch to the device is half way through a batch (pieces copied
+// before the move, pieces after): every byte must be right at the new address afterwards, and
+// umrt must not crash (an op's pages were once located from the range's *new* start).
+TEST_F(SlowLink, MremapInTheMiddleOfAPrefetchKeepsEveryByte) {
+  UMRT_SKIP_UNLESS_SIM_RUN("uses the sim bandwidth limit to hold a batch open");
+  const int rounds = 8;
+  for (int k = 0; k < rounds; ++k) {
+    const size_t bytes = 8 * MiB;
+    void *p = nullptr;
+    ASSERT_EQ(umrt_malloc(&p, bytes), UMRT_SUCCESS) << last_error();
+    fill_pattern(p, bytes, 30 + k);
+    uint8_t *want = free_address(bytes);
+    std::thread t([&] { (void)umrt_prefetch(p, bytes, UMRT_LOCATION_DEVICE, nullptr); });
+    std::this_thread::sleep_for(std::chrono::microseconds(300 + 400 * k));
+    void *q = mremap(p, bytes, bytes, MREMAP_MAYMOVE | MREMAP_FIXED, want);
+    t.join();
+    ASSERT_EQ(q, want) << strerror(errno);
+    ASSERT_EQ(umrt_prefetch(q, bytes, UMRT_LOCATION_HOST, nullptr), UMRT_SUCCESS) << last_error();
+    size_t bad = 0, first_bad = SIZE_MAX, last_bad = 0;
+    for (size_t pg = 0; pg < bytes / kPage; ++pg)
+      if (!check_pattern(static_cast<uint8_t *>(q) + pg * kPage, kPage, 30 + k, pg * kPage)) {
+        ++bad;
+        first_bad = std::min(first_bad, pg);
+        last_bad = pg;
+      }
+    EXPECT_EQ(bad, 0u) << "round " << k << ": pages " << first_bad << ".." << last_bad << " of " << bytes / kPage
+                       << " lost their data";
+    EXPECT_EQ(umrt_validate(), UMRT_SUCCESS) << "round " << k << ": " << last_error();
+    EXPECT_EQ(umrt_free(q), UMRT_SUCCESS) << last_error();
+  }
 }
 
 // A user munmap of a range while another thread prefetches it must never crash umrt (a copy
