@@ -111,6 +111,7 @@ umrt_status from_errno(int rc, const char *what, Backend *be = nullptr) {
 umrt_status span_of(Runtime &rt, const void *p, size_t size, const char *fn, RangeRef *out, size_t *offset) {
   if (!p) return set_error(UMRT_ERROR_INVALID_VALUE, "%s: pointer is NULL", fn);
   uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  rt.faults.settle_events();  // a range munmap()ed or moved a moment ago is no longer known here
   size_t off = 0;
   RangeRef ref = rt.ranges.acquire(a, &off);
   if (!ref)
@@ -257,6 +258,7 @@ umrt_status umrt_free(void *ptr) {
   }
   rt.retire(*r);
   rt.release_host(*r, true);
+  rt.ranges.forget(r.get());
   return UMRT_SUCCESS;
 }
 

@@ -98,7 +98,7 @@ void DevMem::teardown_range(Range &r) {
   std::unique_lock lk(mu_);
   if (!r.packed) {
     for (auto &b : r.own) {
-      cv_.wait(lk, [&] { return b->busy == 0; });
+      wait_idle(lk, *b);
       free_chunk_locked(b.get());
     }
     lk.unlock();
@@ -107,7 +107,7 @@ void DevMem::teardown_range(Range &r) {
   }
   DBlock *p = r.pack;
   if (!p) return;
-  cv_.wait(lk, [&] { return p->busy == 0; });
+  wait_idle(lk, *p);
   uint32_t mine = 0;
   for (size_t i = 0; i < r.npages; ++i)
     if (entry::loc(r.entries[i].load(std::memory_order_acquire)) == Loc::DEVICE) ++mine;
@@ -123,17 +123,24 @@ void DevMem::teardown_range(Range &r) {
   }
 }
 
+void DevMem::wait_idle(std::unique_lock<std::mutex> &lk, DBlock &b) {
+  while (b.busy.load() != 0) cv_.wait_for(lk, std::chrono::milliseconds(1));
+}
+
 void DevMem::begin(DBlock *b, bool to_device) {
+  if (!to_device) {  // never waits: the fault path (see DBlock)
+    b->busy.fetch_add(1);
+    return;
+  }
   std::unique_lock lk(mu_);
-  if (to_device) cv_.wait(lk, [&] { return !b->evicting; });
-  ++b->busy;
+  cv_.wait(lk, [&] { return !b->evicting; });
+  b->busy.fetch_add(1);
 }
 
 void DevMem::end(DBlock *b) {
-  std::lock_guard g(mu_);
-  UMRT_CHECK(b->busy > 0, "end() of a block that is not busy");
-  --b->busy;
-  if (b->busy == 0) cv_.notify_all();
+  const int was = b->busy.fetch_sub(1);
+  UMRT_CHECK(was > 0, "end() of a block that is not busy");
+  if (was == 1) cv_.notify_all();  // without mu_: waiters re-check on a timeout (wait_idle)
 }
 
 void DevMem::touch(DBlock *b) {
@@ -163,12 +170,13 @@ int DevMem::ensure_chunk(DBlock *b) {
         break;
       }
     if (!v) {
-      // Every chunk is in use by a batch in flight: wait for one to finish (bounded).
+      // Every chunk is in use by a batch in flight: wait for one to finish (bounded; a batch
+      // ending notifies without the lock, so the timeout also covers a missed notification).
       if (++failures > 500) return last_err;
       cv_.wait_for(lk, std::chrono::milliseconds(2));
       continue;
     }
-    ++v->busy;
+    v->busy.fetch_add(1);
     v->evicting = true;
     std::vector<std::pair<RangePtr, Segment>> segs;
     for (const Segment &s : v->segs) segs.emplace_back(s.range->shared_from_this(), s);
@@ -181,7 +189,7 @@ int DevMem::ensure_chunk(DBlock *b) {
     segs.clear();
     lk.lock();
     v->evicting = false;
-    --v->busy;
+    v->busy.fetch_sub(1);
     cv_.notify_all();
     if (v->busy == 0 && v->chunk != kNoChunk && v->resident.load(std::memory_order_acquire) == 0) {
       // The victim is empty: its chunk goes to the free list and the loop takes it from there

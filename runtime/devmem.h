@@ -31,13 +31,18 @@ struct Segment {
 //   - chunk == kNoChunk  <=>  not in the LRU list; a chunk belongs to at most one block;
 //   - resident == number of DEVICE entries of the block's segments, each with
 //     frame == range->frame(page, chunk); resident > 0 implies chunk != kNoChunk;
-//   - busy counts the batches using this block now; a block with busy > 0 is never evicted;
+//   - busy counts the batches using this block now; a block with busy > 0 is never chosen for
+//     eviction (a device->host batch may join an eviction in progress: both only bring pages
+//     home, each page locked by one of them);
 //   - evicting is true only while an eviction holds busy.
+// busy is atomic: device->host batches (the fault path) count themselves in and out without
+// DevMem::mu_, which application threads hold (a signal handler interrupting one must not make
+// the fault service wait for it); waiters for busy == 0 re-check on a short timeout.
 struct DBlock {
   DevWindow *win = nullptr;  // the window the chunk is mapped into
   size_t win_offset = 0;
   uint32_t chunk = kNoChunk;
-  int busy = 0;              // guarded by DevMem::mu_
+  std::atomic<int> busy{0};  // see above
   bool evicting = false;     // guarded by DevMem::mu_
   std::atomic<uint32_t> resident{0};
   std::list<DBlock *>::iterator lru_it;
@@ -74,6 +79,7 @@ class DevMem {
 
  private:
   void free_chunk_locked(DBlock *b);
+  void wait_idle(std::unique_lock<std::mutex> &lk, DBlock &b);  // until b.busy == 0
   Backend *be_ = nullptr;
   EvictFn evict_ = nullptr;
   void *ctx_ = nullptr;

@@ -62,7 +62,20 @@ RangePtr RangeTable::remove_exact(uintptr_t start) {
   if (it == map_.end()) return nullptr;
   RangePtr r = std::move(it->second);
   map_.erase(it);
+  freeing_.push_back(r);
   return r;
+}
+
+void RangeTable::forget(const Range *r) {
+  std::unique_lock g(mu_);
+  std::erase_if(freeing_, [&](const RangePtr &x) { return x.get() == r; });
+}
+
+bool RangeTable::being_freed(uintptr_t addr) const {
+  std::shared_lock g(mu_);
+  for (const RangePtr &r : freeing_)
+    if (r->contains(addr)) return true;
+  return false;
 }
 
 bool RangeTable::remove(const Range *r) {

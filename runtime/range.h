@@ -117,8 +117,11 @@ class RangeTable {
  public:
   // Insert r; returns ranges it displaced (stale: munmap()ed by the user, event not yet seen).
   std::vector<RangePtr> insert(RangePtr r);
-  // Remove the range starting exactly at start; nullptr if none.
+  // Remove the range starting exactly at start (umrt_free); nullptr if none. It stays listed as
+  // being freed until forget(): a fault there meanwhile is not a stray one (remap.cpp).
   RangePtr remove_exact(uintptr_t start);
+  void forget(const Range *r);
+  bool being_freed(uintptr_t addr) const;
   // Remove the range r if it is still in the table.
   bool remove(const Range *r);
   // r (in the table) now starts at new_start (the user mremap()ed it); returns ranges it
@@ -137,6 +140,7 @@ class RangeTable {
   std::vector<RangePtr> place_locked(RangePtr r);
   mutable std::shared_mutex mu_;
   std::map<uintptr_t, RangePtr> map_;  // start -> range
+  std::vector<RangePtr> freeing_;      // removed by umrt_free, host mapping not yet released
   uint64_t seq_ = 0;
 };
 

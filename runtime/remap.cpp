@@ -210,6 +210,12 @@ void Remaps::on_stray_fault(uintptr_t addr) {
   void *page = reinterpret_cast<void *>(addr);
   for (const Evacuation &ev : pending_)
     if (addr >= ev.lo + ev.delta && addr < ev.hi + ev.delta) return;  // woken when it is done
+  // A range umrt_free is releasing: the thread retries until its mapping is gone (then SIGSEGV,
+  // as for any freed memory), never reads it as fresh zeros.
+  if (rt_.ranges.being_freed(addr)) {
+    rt_.uffd.wake(page, kPageSize);
+    return;
+  }
   uintptr_t lo = 0, hi = 0;
   if (!find_mapping(addr, &lo, &hi)) {  // unmapped meanwhile: the thread retries (and gets SIGSEGV)
     rt_.uffd.wake(page, kPageSize);

@@ -119,6 +119,9 @@ void Runtime::release_host(Range &r, bool unmap) {
   // Only what is still mapped: a hole the user unmapped (GONE) may hold someone else's mapping.
   auto present = [&](size_t i) { return !(r.entries[i].load(std::memory_order_acquire) & entry::GONE); };
   for_runs(r.npages, present, [&](size_t i, size_t j) {
+    // Freed: inaccessible first, so that a thread still reading it (a use after free) gets
+    // SIGSEGV rather than the fresh zeros of a mapping that is no longer registered.
+    if (unmap) mprotect(r.addr(i), (j - i) * kPageSize, PROT_NONE);
     uffd.unregister_range(r.addr(i), (j - i) * kPageSize);
     if (unmap) munmap(r.addr(i), (j - i) * kPageSize);
   });

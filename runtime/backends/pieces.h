@@ -93,6 +93,20 @@ class PieceQueue {
     q_.pop_front();
     return p;
   }
+  // A piece of submission s, for the thread that submitted it and helps while it waits. Only its
+  // own: that thread may be an application thread, which a signal handler can stop at any
+  // moment; had it taken a piece of the fault service's, the handler touching managed memory
+  // would wait for the fault service, which would wait for that piece.
+  Piece *pop_own(const Submission *s) {
+    std::lock_guard g(m_);
+    for (auto it = q_.begin(); it != q_.end(); ++it)
+      if ((*it)->sub == s) {
+        Piece *p = *it;
+        q_.erase(it);
+        return p;
+      }
+    return nullptr;
+  }
   void stop() {
     {
       std::lock_guard g(m_);

@@ -101,8 +101,8 @@ class SimBackend final : public Backend {
       run_piece(pieces[0]);
     } else {
       queue_.push(pieces);
-      // The submitting thread helps until the queue is drained, then waits for its pieces.
-      while (Piece *p = queue_.pop(false)) run_piece(*p);
+      // The submitting thread helps with its own pieces, then waits for the rest.
+      while (Piece *p = queue_.pop_own(&sub)) run_piece(*p);
       sub.wait();
     }
     for (size_t i = 0; i < n; ++i)

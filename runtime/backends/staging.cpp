@@ -67,7 +67,7 @@ void StagingPipeline::run_shared(std::vector<Piece> &pieces, Submission &sub) {
   } else {
     queue_.push(pieces);
     if (mine) {
-      while (Piece *p = queue_.pop(false)) start_piece(*mine, *p);
+      while (Piece *p = queue_.pop_own(&sub)) start_piece(*mine, *p);
       drain(*mine);
     }
     sub.wait();
