@@ -12,6 +12,7 @@
 #include <mutex>
 #include <new>
 #include <shared_mutex>
+#include <thread>
 
 #include "batch.h"
 #include "config.h"
@@ -102,6 +103,10 @@ umrt_status from_errno(int rc, const char *what, Backend *be = nullptr) {
                        "%s: device memory exhausted even after eviction (or frame allocation failed)%s", what, d);
     case -EIO: return set_error(UMRT_ERROR_BACKEND, "%s: a device operation failed; the pages stayed where they were%s", what, d);
     case -EBUSY: return set_error(UMRT_ERROR_BACKEND, "%s: pages stayed locked by another migration", what);
+    case -EPERM:
+      return set_error(UMRT_ERROR_BACKEND,
+                       "%s: the kernel would not release the host copy of some pages (mlock()ed?): they "
+                       "stayed on the host", what);
     default: return set_error(UMRT_ERROR_BACKEND, "%s: %s%s", what, strerror(-rc), d);
   }
 }
@@ -344,8 +349,9 @@ umrt_status umrt_get_stats(umrt_stats *out) {
   return UMRT_SUCCESS;
 }
 
-const char *umrt_status_string(umrt_status s) {
-  switch (s) {
+const char *umrt_status_string(umrt_status status) {
+  // Any int may arrive here from C: read it as an int (loading an out-of-range enum is UB).
+  switch (enum_int(status)) {
     case UMRT_SUCCESS: return "UMRT_SUCCESS";
     case UMRT_ERROR_INVALID_VALUE: return "UMRT_ERROR_INVALID_VALUE";
     case UMRT_ERROR_OUT_OF_MEMORY: return "UMRT_ERROR_OUT_OF_MEMORY";
@@ -385,9 +391,16 @@ umrt_status umrt_validate(void) {
   rt.faults.settle_events();  // a munmap() that just returned is accounted for
   rt.reap_zombies();
   std::string why;
-  if (!rt.devmem.validate(rt.every_range(), &why))
-    return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_validate: %s", why.c_str());
-  return UMRT_SUCCESS;
+  // A page may stay locked a moment after the access that faulted it returned: the faulting
+  // thread can see the page mapped before its batch (or the fault service's duplicate check)
+  // unlocks it. Locks that persist are reported; passing ones are waited out (bounded).
+  for (int tries = 0; tries < 200; ++tries) {
+    why.clear();
+    if (rt.devmem.validate(rt.every_range(), &why)) return UMRT_SUCCESS;
+    if (why.find("locked while quiescent") == std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_validate: %s", why.c_str());
 }
 
 }  // extern "C"

@@ -28,6 +28,7 @@ struct Batch {
   size_t first, n;  // pages [first, first + n), all in one device block
   Dir dir;
   Why why;
+  uint64_t span;  // the migrate_span call (to_device) this batch belongs to, 0 for none
   uint64_t src[kBlockPages];
   uint64_t dst[kBlockPages];
   bool installed[kBlockPages];  // to_host: the page was mapped into the range
@@ -70,7 +71,7 @@ void finalize(Batch &b);
 // holds the block busy (eviction). Returns 0 or the first error; *skipped gets the pages to try
 // again: skipped because another owner held them, or cancelled by a CPU writer.
 int run_batch(Runtime &rt, Range &r, size_t first, size_t n, Dir dir, Why why, bool block_held,
-              uint32_t *skipped);
+              uint32_t *skipped, uint64_t span = 0);
 
 // Move every page of [first, first + n) of r to dir, block by block (two lanes: even and odd
 // blocks, concurrently), retrying pages held by others until they are free. Returns 0 or the

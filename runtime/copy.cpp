@@ -82,7 +82,7 @@ void copy_to_device(Batch &b) {
   size_t nsel = 0;
   for (size_t i = 0; i < b.n; ++i) nsel += sel(b, i);
   if (nsel == 0) return;
-  int rc = rt.devmem.ensure_chunk(b.db);
+  int rc = rt.devmem.ensure_chunk(b.db, b.span);
   if (!rc) rc = rt.backend->frames_alloc(nsel);
   if (rc) {
     drop(b, 0, b.n);
@@ -109,7 +109,7 @@ void copy_to_device(Batch &b) {
     i = j;
   }
   rt.backend->transfer(ops, nops, nullptr);
-  uint64_t copied = 0, zeroed = 0;
+  uint64_t zeroed = 0;  // bytes_to_device counts the pages that moved (finalize)
   for (size_t k = 0; k < nops; ++k) {
     const CopyOp &op = ops[k];
     const size_t i = slot_of(host0, op.host);
@@ -118,11 +118,8 @@ void copy_to_device(Batch &b) {
       b.fail(op.status);
     } else if (op.dir == CopyOp::ZERO) {
       zeroed += op.len / kPageSize;
-    } else {
-      copied += op.len;
     }
   }
-  rt.stats.add(rt.stats.bytes_to_device, copied);
   rt.stats.add(rt.stats.zero_fills, zeroed);
 }
 

@@ -143,12 +143,13 @@ void DevMem::end(DBlock *b) {
   if (was == 1) cv_.notify_all();  // without mu_: waiters re-check on a timeout (wait_idle)
 }
 
-void DevMem::touch(DBlock *b) {
+void DevMem::touch(DBlock *b, uint64_t span) {
   std::lock_guard g(mu_);
+  b->span = span;
   if (b->chunk != kNoChunk) lru_.splice(lru_.end(), lru_, b->lru_it);
 }
 
-int DevMem::ensure_chunk(DBlock *b) {
+int DevMem::ensure_chunk(DBlock *b, uint64_t span) {
   std::unique_lock lk(mu_);
   int failures = 0;
   int last_err = -ENOMEM;
@@ -165,7 +166,7 @@ int DevMem::ensure_chunk(DBlock *b) {
     }
     DBlock *v = nullptr;
     for (DBlock *d : lru_)
-      if (d != b && d->busy == 0 && !d->evicting) {
+      if (d != b && d->busy == 0 && !d->evicting && (span == 0 || d->span != span)) {
         v = d;
         break;
       }
@@ -230,7 +231,8 @@ bool DevMem::validate(const std::vector<RangePtr> &ranges, std::string *why) {
   cv_.wait_for(g, std::chrono::seconds(5), idle);
   char buf[256];
   auto fail = [&](const char *fmt, auto... a) {
-    snprintf(buf, sizeof buf, fmt, a...);
+    if constexpr (sizeof...(a) == 0) snprintf(buf, sizeof buf, "%s", fmt);
+    else snprintf(buf, sizeof buf, fmt, a...);
     *why = buf;
     return false;
   };

@@ -46,6 +46,7 @@ struct DBlock {
   bool evicting = false;     // guarded by DevMem::mu_
   std::atomic<uint32_t> resident{0};
   std::list<DBlock *>::iterator lru_it;
+  uint64_t span = 0;         // guarded by DevMem::mu_: the prefetch that last filled it
   std::vector<Segment> segs;  // guarded by DevMem::mu_
   // packs only
   bool is_pack = false;
@@ -68,8 +69,10 @@ class DevMem {
   void begin(DBlock *b, bool to_device);
   void end(DBlock *b);
   // Give block b (busy held by the caller) a mapped chunk, evicting LRU blocks if needed.
-  int ensure_chunk(DBlock *b);
-  void touch(DBlock *b);  // most recently used
+  // span: the prefetch (migrate_span call) the batch belongs to; blocks it filled already are
+  // not evicted for it (a prefetch that does not fit fails instead of evicting itself). 0: none.
+  int ensure_chunk(DBlock *b, uint64_t span);
+  void touch(DBlock *b, uint64_t span);  // most recently used, filled by that span
 
   uint64_t capacity() const { return uint64_t{nchunks_} * kBlockSize; }
   uint64_t bytes_in_use();

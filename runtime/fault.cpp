@@ -185,7 +185,7 @@ void serve_unmap(Runtime &rt, uintptr_t lo, uintptr_t hi, uint64_t before) {
     if (r->seq > before) continue;
     uintptr_t a = std::max(lo, r->start()), b = std::min(hi, r->start() + r->map_bytes);
     r->mark_gone(lo, hi);
-    if (a == r->start() && b == r->start() + r->map_bytes) {
+    if (r->all_gone()) {  // at once or piece by piece (mremap shrinks, partial munmaps)
       log(Level::warn, "managed range %p (%zu bytes) was munmap()ed by the user", (void *)r->start(), r->size);
       rt.retire_unmapped(r);
     } else {

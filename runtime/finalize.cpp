@@ -35,13 +35,24 @@ void finalize_to_device(Batch &b) {
       published[i] = entry_transition(ents[b.first + i], expected, desired);
     }
   }
-  // Release the host copies of the published pages.
+  // Release the host copies of the published pages. ENOMEM: the user unmapped or moved the
+  // range meanwhile (remap.cpp rechecks moves). Any other failure (EINVAL: the user mlock()ed
+  // the pages) leaves the host copy mapped, so those pages cannot move: their publication is
+  // taken back (the entry says HOST again, still locked) and they are restored below.
   for_runs(b.n, [&](size_t i) { return published[i] && entry::loc(b.src[i]) == Loc::HOST; },
            [&](size_t i, size_t j) {
-             // ENOMEM: the user unmapped or moved the range meanwhile (remap.cpp rechecks moves).
-             if (madvise(b.r->addr(b.first + i), (j - i) * kPageSize, MADV_DONTNEED) != 0)
-               log(errno == ENOMEM ? Level::info : Level::error, "MADV_DONTNEED at %p failed: %d",
-                   b.r->addr(b.first + i), -errno);
+             if (madvise(b.r->addr(b.first + i), (j - i) * kPageSize, MADV_DONTNEED) == 0) return;
+             const int err = errno;
+             log(err == ENOMEM ? Level::info : Level::warn, "MADV_DONTNEED of %zu pages at %p failed: %d%s",
+                 j - i, b.r->addr(b.first + i), -err, err == ENOMEM ? "" : ": they stay on the host");
+             if (err == ENOMEM) return;
+             for (size_t k = i; k < j; ++k) {
+               uint64_t cur = ents[b.first + k].load(std::memory_order_acquire);
+               while (!entry_transition(ents[b.first + k], cur, (b.src[k] & ~kBatchFlags) | (cur & entry::GONE))) {
+               }
+               published[k] = false;
+             }
+             b.fail(-EPERM);
            });
   // Restore: lift the write-protect of host pages that stay (wakes blocked writers).
   for_runs(b.n,
@@ -70,7 +81,9 @@ void finalize_to_device(Batch &b) {
   }
   b.published = npub;
   if (npub) b.db->resident.fetch_add(npub, std::memory_order_acq_rel);
+  // Pages that moved: a copy whose page was then cancelled or could not be released is not counted.
   rt.stats.add(rt.stats.pages_to_device, copied);
+  rt.stats.add(rt.stats.bytes_to_device, uint64_t{copied} * kPageSize);
 }
 
 void finalize_to_host(Batch &b) {

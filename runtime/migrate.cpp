@@ -41,7 +41,7 @@ void trace_batch(Runtime &rt, const Batch &b, uint64_t t0, uint64_t t1, uint64_t
 }  // namespace
 
 int run_batch(Runtime &rt, Range &r, size_t first, size_t n, Dir dir, Why why, bool block_held,
-              uint32_t *skipped) {
+              uint32_t *skipped, uint64_t span) {
   UMRT_CHECK(n > 0 && n <= kBlockPages, "batch size");
   UMRT_CHECK(r.block_first(first) == r.block_first(first + n - 1), "batch spans two blocks");
   DBlock *db = r.dblock(first);
@@ -55,6 +55,7 @@ int run_batch(Runtime &rt, Range &r, size_t first, size_t n, Dir dir, Why why, b
   b.n = n;
   b.dir = dir;
   b.why = why;
+  b.span = span;
   const uint64_t t0 = now_ns();
   collect(b);
   const uint64_t t1 = now_ns();
@@ -79,8 +80,10 @@ int run_batch(Runtime &rt, Range &r, size_t first, size_t n, Dir dir, Why why, b
     }
 #endif
     rt.stats.add(rt.stats.batches, 1);
-    if (dir == Dir::to_device && b.published) rt.devmem.touch(db);
   }
+  // Most recently used, and part of this prefetch (not evicted to make room for it), also when
+  // its pages were on the device already; marked while the batch still holds the block busy.
+  if (dir == Dir::to_device && (b.published || (span && !b.error))) rt.devmem.touch(db, span);
   if (!block_held) rt.devmem.end(db);
   rt.stats.add(rt.stats.pages_skipped_locked, b.skipped_locked);
   if (b.held) rt.uffd.wake(r.addr(first), n * kPageSize);
@@ -92,7 +95,7 @@ int run_batch(Runtime &rt, Range &r, size_t first, size_t n, Dir dir, Why why, b
 namespace {
 // Blocks lane, lane + lanes, lane + 2*lanes, ... of [first, end); stops at the first error.
 int migrate_lane(Runtime &rt, Range &r, size_t first, size_t end, Dir dir, Why why, unsigned lane,
-                 unsigned lanes) {
+                 unsigned lanes, uint64_t span) {
   // Shutdown goes on past a failed block: every other block still gets its chance to come home
   // before device memory is freed.
   int first_error = 0;
@@ -104,7 +107,7 @@ int migrate_lane(Runtime &rt, Range &r, size_t first, size_t end, Dir dir, Why w
       // a synchronous prefetch promises the whole span (collect itself never waits).
       for (unsigned attempt = 0;; ++attempt) {
         uint32_t skipped = 0;
-        int rc = run_batch(rt, r, p, stop - p, dir, why, false, &skipped);
+        int rc = run_batch(rt, r, p, stop - p, dir, why, false, &skipped, span);
         if (rc == 0 && skipped == 0) break;
         if (rc == 0 && attempt > 100000) rc = -EBUSY;
         if (rc) {
@@ -126,15 +129,21 @@ int migrate_lane(Runtime &rt, Range &r, size_t first, size_t end, Dir dir, Why w
 // serial steps (write-protect, zap, unlock) overlap the other's copy: docs/design.md.
 int migrate_span(Runtime &rt, Range &r, size_t first, size_t n, Dir dir, Why why) {
   const size_t end = first + n;
-  if (r.block_end(first) >= end) return migrate_lane(rt, r, first, end, dir, why, 0, 1);
+  // One id per call to the device: its own blocks are never evicted to make room for it, so
+  // it returns with all of it there. A span larger than device memory cannot be: it streams
+  // (its own oldest blocks make room, it returns with its last part on the device).
+  static std::atomic<uint64_t> spans{0};
+  const bool fits = uint64_t{n} * kPageSize <= rt.devmem.capacity();
+  const uint64_t span = dir == Dir::to_device && fits ? spans.fetch_add(1) + 1 : 0;
+  if (r.block_end(first) >= end) return migrate_lane(rt, r, first, end, dir, why, 0, 1, span);
   int rc1 = 0;
   std::thread other;
   try {
-    other = start_thread("umrt-lane", [&] { rc1 = migrate_lane(rt, r, first, end, dir, why, 1, 2); });
+    other = start_thread("umrt-lane", [&] { rc1 = migrate_lane(rt, r, first, end, dir, why, 1, 2, span); });
   } catch (...) {  // no thread to be had: one lane (never let an exception out)
-    return migrate_lane(rt, r, first, end, dir, why, 0, 1);
+    return migrate_lane(rt, r, first, end, dir, why, 0, 1, span);
   }
-  int rc0 = migrate_lane(rt, r, first, end, dir, why, 0, 2);
+  int rc0 = migrate_lane(rt, r, first, end, dir, why, 0, 2, span);
   other.join();
   return rc0 ? rc0 : rc1;
 }

@@ -12,6 +12,21 @@ void Range::mark_gone(uintptr_t lo, uintptr_t hi) {
     entry_mark_gone(entries[p]);
 }
 
+bool Range::all_gone() const {
+  for (size_t p = 0; p < npages; ++p)
+    if (!(entries[p].load(std::memory_order_acquire) & entry::GONE)) return false;
+  return true;
+}
+
+void Range::live_span(size_t *first, size_t *end) const {
+  auto live = [&](size_t p) { return !(entries[p].load(std::memory_order_acquire) & entry::GONE); };
+  size_t a = 0, b = npages;
+  while (a < b && !live(a)) ++a;
+  while (b > a && !live(b - 1)) --b;
+  *first = a;
+  *end = b;
+}
+
 std::vector<RangePtr> RangeTable::insert(RangePtr r) {
   std::unique_lock g(mu_);
   r->seq = ++seq_;
@@ -42,10 +57,7 @@ std::vector<RangePtr> RangeTable::place_locked(RangePtr r) {
       continue;
     }
     o.mark_gone(lo, hi);
-    bool all_gone = true;
-    for (size_t p = 0; p < o.npages && all_gone; ++p)
-      all_gone = o.entries[p].load(std::memory_order_acquire) & entry::GONE;
-    if (all_gone) {
+    if (o.all_gone()) {
       displaced.push_back(std::move(it->second));
       it = map_.erase(it);
     } else {

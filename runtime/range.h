@@ -74,6 +74,10 @@ struct Range : std::enable_shared_from_this<Range> {
 
   // Mark the pages of [lo, hi) ∩ this range GONE (their host addresses were unmapped).
   void mark_gone(uintptr_t lo, uintptr_t hi);
+  // Nothing of the range is mapped any more (every page GONE).
+  bool all_gone() const;
+  // Pages [*first, *end) hold every page not GONE (first == end: none).
+  void live_span(size_t *first, size_t *end) const;
 
   DBlock *dblock(size_t page) const { return packed ? pack : own[page / kBlockPages].get(); }
   // Pages [first, end) that share page's device block.

@@ -114,7 +114,11 @@ void Remaps::on_remap(uintptr_t from, uintptr_t to, size_t len, uint64_t before)
   for (const RangePtr &r : rt_.ranges.overlapping(from, from + len)) {
     if (r->seq > before) continue;
     const uintptr_t s = r->start(), e = s + r->map_bytes;
-    if (from <= s && e <= from + len) {
+    // The whole range, or all that is left of it (a shrink or a munmap took the rest: GONE).
+    size_t live_first = 0, live_end = 0;
+    r->live_span(&live_first, &live_end);
+    const uintptr_t ls = s + (live_first << kPageShift), le = s + (live_end << kPageShift);
+    if (ls < le && from <= ls && le <= from + len) {
       for (RangePtr &z : rt_.ranges.move(r, s + delta)) rt_.add_zombie(std::move(z));
       r->tail_end.store(0);  // a grown tail is a mapping of its own: it stayed where it was
       log(Level::info, "managed range %p (%zu bytes) was mremap()ed to %p: following it", (void *)s,
@@ -192,10 +196,7 @@ bool Remaps::step(Evacuation &ev) {
   else
     log(Level::info, "mremap moved %zu bytes out of managed range %p to %p (%zu device pages copied)",
         ev.hi - ev.lo, reinterpret_cast<void *>(r.start()), reinterpret_cast<void *>(ev.lo + ev.delta), ev.moved);
-  bool all_gone = true;
-  for (size_t p = 0; p < r.npages && all_gone; ++p)
-    all_gone = r.entries[p].load(std::memory_order_acquire) & entry::GONE;
-  if (all_gone) rt_.retire_unmapped(ev.r);
+  if (r.all_gone()) rt_.retire_unmapped(ev.r);
   return true;
 }
 

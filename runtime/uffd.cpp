@@ -8,6 +8,7 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -122,21 +123,28 @@ int Uffd::unregister_range(void *addr, size_t len) {
 
 namespace {
 // COPY and ZEROPAGE may stop part way (a pending event, a page already mapped) and report the
-// bytes they did: go on from there after EAGAIN, stop on any other error. `once(offset)` issues
-// one ioctl from that offset and returns 0 or errno, with the progress in *did.
+// bytes they did: go on from there after EAGAIN, stop on any other error. `once(offset, len)`
+// issues one ioctl for [offset, offset + len) and returns 0 or errno, with the progress in *did.
+// One ioctl must stay inside one VMA (ENOENT otherwise): a range whose mapping the user split
+// (madvise, mprotect or mlock of a part of it) is then filled page by page from where it stopped.
 template <typename Once>
 int fill_loop(size_t len, size_t *done, Once once) {
-  size_t total = 0;
+  size_t total = 0, step = len;
   int rc = 0;
   while (total < len) {
     int64_t did = 0;
-    int err = once(total, &did);
+    const size_t n = std::min(step, len - total);
+    int err = once(total, n, &did);
     if (err == 0) {
-      total = len;
-      break;
+      total += n;
+      continue;
     }
     if (did > 0) total += static_cast<size_t>(did);
     if (err == EAGAIN && retry_eagain()) continue;
+    if (err == ENOENT && step > kPageSize) {
+      step = kPageSize;
+      continue;
+    }
     rc = -err;
     break;
   }
@@ -146,11 +154,11 @@ int fill_loop(size_t len, size_t *done, Once once) {
 }  // namespace
 
 int Uffd::copy(void *dst, const void *src, size_t len, bool dontwake, size_t *done) {
-  return fill_loop(len, done, [&](size_t off, int64_t *did) {
+  return fill_loop(len, done, [&](size_t off, size_t n, int64_t *did) {
     uffdio_copy c{};
     c.dst = reinterpret_cast<uintptr_t>(dst) + off;
     c.src = reinterpret_cast<uintptr_t>(src) + off;
-    c.len = len - off;
+    c.len = n;
     c.mode = dontwake ? UFFDIO_COPY_MODE_DONTWAKE : 0;
     int err = ioctl(fd_, UFFDIO_COPY, &c) == 0 ? 0 : errno;
     *did = c.copy;
@@ -159,10 +167,10 @@ int Uffd::copy(void *dst, const void *src, size_t len, bool dontwake, size_t *do
 }
 
 int Uffd::zeropage(void *dst, size_t len, bool dontwake, size_t *done) {
-  return fill_loop(len, done, [&](size_t off, int64_t *did) {
+  return fill_loop(len, done, [&](size_t off, size_t n, int64_t *did) {
     uffdio_zeropage z{};
     z.range.start = reinterpret_cast<uintptr_t>(dst) + off;
-    z.range.len = len - off;
+    z.range.len = n;
     z.mode = dontwake ? UFFDIO_ZEROPAGE_MODE_DONTWAKE : 0;
     int err = ioctl(fd_, UFFDIO_ZEROPAGE, &z) == 0 ? 0 : errno;
     *did = z.zeropage;

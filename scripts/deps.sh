@@ -4,7 +4,13 @@
 # Used by run-sample.sh and test.sh; UMRT_SKIP_DEPS=1 skips it.
 set -euo pipefail
 
-packages=(build-essential cmake liburing-dev libgtest-dev googletest libcli11-dev nlohmann-json3-dev libbenchmark-dev)
+packages=(build-essential cmake liburing-dev libgtest-dev googletest libcli11-dev nlohmann-json3-dev libbenchmark-dev
+          clang libclang-rt-dev)
+# clang + libFuzzer: scripts/fuzz.sh, and FuzzedDataProvider.h for ctest fuzz.replay. Debian 12
+# ships libFuzzer (libclang_rt.fuzzer*.a) in libclang-rt-14-dev, pulled in by libclang-rt-dev;
+# releases without that package (Ubuntu 22.04) have it in libclang-common-<v>-dev, which clang
+# depends on, so libclang-rt-dev is dropped there when apt does not know it.
+optional=(libclang-rt-dev)
 
 if [[ "${UMRT_SKIP_DEPS:-0}" == 1 ]]; then
   echo "deps: skipped (UMRT_SKIP_DEPS=1)"
@@ -48,5 +54,12 @@ fi
 echo "deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update -q
+for o in "${optional[@]}"; do
+  if ! apt-cache show "$o" >/dev/null 2>&1; then
+    echo "deps: $o is not known to apt here: skipped"
+    missing=("${missing[@]/$o}")
+  fi
+done
+read -r -a missing <<<"${missing[*]}"
 "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
   apt-get install -y -q --no-install-recommends "${missing[@]}"

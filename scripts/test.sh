@@ -5,9 +5,12 @@
 #   tsan      build-tsan/  ctest, TSan (-DUMRT_SANITIZE=thread)
 #   consumer  umrt used from outside: find_package(umrt CONFIG) after cmake --install,
 #             add_subdirectory(), and samples/ built standalone against the install
-# UMRT_TEST_CONFIGS selects (default "normal asan tsan consumer"); UMRT_CTEST_ARGS adds ctest
-# arguments (e.g. "-L unit"). Every selected step runs; one summary line each; the exit status
-# is non-zero when any failed.
+#   fuzz      scripts/fuzz.sh: libFuzzer (clang, build-fuzz/) for UMRT_FUZZ_SECONDS (120)
+#   soak      scripts/soak.sh: umrt-soak for UMRT_SOAK_MINUTES (2) under ASan+UBSan from
+#             build-asan/, then as long under TSan from build-tsan/ (configured here if missing)
+# UMRT_TEST_CONFIGS selects (default "normal asan tsan consumer fuzz soak"); UMRT_CTEST_ARGS adds
+# ctest arguments (e.g. "-L unit"). Every selected step runs; one summary line each; the exit
+# status is non-zero when any failed.
 set -uo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,7 +23,7 @@ if ! "$root/scripts/deps.sh"; then
 fi
 
 jobs="$(nproc 2>/dev/null || echo 2)"
-configs="${UMRT_TEST_CONFIGS:-normal asan tsan consumer}"
+configs="${UMRT_TEST_CONFIGS:-normal asan tsan consumer fuzz soak}"
 read -r -a ctest_extra <<<"${UMRT_CTEST_ARGS:-}"
 build_type=RelWithDebInfo
 summary=()
@@ -67,11 +70,19 @@ run_normal() {
   ctest_config normal build ""
 }
 
+# Sanitizer options of the asan and tsan configurations (ctest and the soak alike).
+# protect_shadow_gap=0: the CUDA driver maps memory where ASan keeps its shadow gap (GPU only).
+asan_options="${ASAN_OPTIONS:-detect_leaks=1:protect_shadow_gap=0}"
+ubsan_options="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+# tests/tsan.supp, when the test suite has one, holds TSan suppressions.
+tsan_options="halt_on_error=1:second_deadlock_stack=1"
+if [[ -f "$root/tests/tsan.supp" ]]; then
+  tsan_options+=":suppressions=$root/tests/tsan.supp"
+fi
+tsan_options="${TSAN_OPTIONS:-$tsan_options}"
+
 run_asan() {
-  # protect_shadow_gap=0: the CUDA driver maps memory where ASan keeps its shadow gap (GPU only).
-  ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:protect_shadow_gap=0}" \
-  UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}" \
-    ctest_config asan build-asan address
+  ASAN_OPTIONS="$asan_options" UBSAN_OPTIONS="$ubsan_options" ctest_config asan build-asan address
 }
 
 run_tsan() {
@@ -81,12 +92,7 @@ run_tsan() {
   if command -v setarch >/dev/null 2>&1 && setarch "$(uname -m)" -R true 2>/dev/null; then
     wrap=(setarch "$(uname -m)" -R)
   fi
-  # tests/tsan.supp, when the test suite has one, holds TSan suppressions.
-  local opts="halt_on_error=1:second_deadlock_stack=1"
-  if [[ -f "$root/tests/tsan.supp" ]]; then
-    opts+=":suppressions=$root/tests/tsan.supp"
-  fi
-  TSAN_OPTIONS="${TSAN_OPTIONS:-$opts}" ctest_config tsan build-tsan thread "${wrap[@]}"
+  TSAN_OPTIONS="$tsan_options" ctest_config tsan build-tsan thread "${wrap[@]}"
 }
 
 # The consumer sub-steps; each stops at its first failing command.
@@ -141,13 +147,63 @@ run_consumer() {
   fi
 }
 
+run_fuzz() {
+  local t0=$SECONDS out rc line found
+  log "fuzz: scripts/fuzz.sh ${UMRT_FUZZ_SECONDS:-120} (clang + libFuzzer in build-fuzz/)"
+  out="$(mktemp "${TMPDIR:-/tmp}/umrt-fuzz-log.XXXXXX")" || { record fuzz FAIL "mktemp failed"; return; }
+  "$root/scripts/fuzz.sh" "${UMRT_FUZZ_SECONDS:-120}" 2>&1 | tee "$out"
+  rc=${PIPESTATUS[0]}
+  line="$(grep -E '^fuzz\.sh: (PASS|FAIL)' "$out" | tail -1)"
+  line="${line#fuzz.sh: }"
+  found="$(sed -n 's/^fuzz\.sh: FINDING (\(.*\)): saved as .*/\1/p' "$out" | tr '\n' ' ')"
+  rm -f "$out"
+  if [[ $rc -eq 0 ]]; then
+    record fuzz PASS "${line#PASS, } ($((SECONDS - t0)) s)"
+  else
+    record fuzz FAIL "${line:-fuzz.sh exit $rc} ($((SECONDS - t0)) s)${found:+; saved in tests/fuzz/regressions/: $found}"
+  fi
+}
+
+# soak_run NAME DIR SANITIZE: prints umrt-soak's summary; returns its status.
+soak_run() {
+  local name="$1" dir="$2" sanitize="$3" out rc
+  if [[ ! -f "$root/$dir/CMakeCache.txt" ]]; then
+    log "soak: configure $dir (as the $name configuration does)" >&2
+    configure "$root/$dir" -DUMRT_SANITIZE="$sanitize" >&2 || { echo "$name: configure of $dir failed"; return 1; }
+  fi
+  log "soak: scripts/soak.sh ${UMRT_SOAK_MINUTES:-2} $dir" >&2
+  out="$(mktemp "${TMPDIR:-/tmp}/umrt-soak-log.XXXXXX")" || return 1
+  ASAN_OPTIONS="$asan_options" UBSAN_OPTIONS="$ubsan_options" TSAN_OPTIONS="$tsan_options" \
+    "$root/scripts/soak.sh" "${UMRT_SOAK_MINUTES:-2}" "$root/$dir" >"$out" 2>&1
+  rc=$?
+  cat "$out" >&2
+  grep -E '^soak: summary:' "$out" | tail -1 | sed -e 's/^soak: summary: //' -e "s/^/$name: /" >"$out.line"
+  [[ -s "$out.line" ]] || echo "$name: no summary (exit $rc)" >"$out.line"
+  cat "$out.line"
+  rm -f "$out" "$out.line"
+  return "$rc"
+}
+
+run_soak() {
+  local t0=$SECONDS a t ok=1
+  a="$(soak_run asan build-asan address)" || ok=0
+  t="$(soak_run tsan build-tsan thread)" || ok=0
+  if [[ $ok -eq 1 ]]; then
+    record soak PASS "$a; $t ($((SECONDS - t0)) s)"
+  else
+    record soak FAIL "$a; $t ($((SECONDS - t0)) s)"
+  fi
+}
+
 for config in $configs; do
   case "$config" in
     normal) run_normal ;;
     asan) run_asan ;;
     tsan) run_tsan ;;
     consumer) run_consumer ;;
-    *) record "$config" FAIL "unknown configuration (known: normal asan tsan consumer)" ;;
+    fuzz) run_fuzz ;;
+    soak) run_soak ;;
+    *) record "$config" FAIL "unknown configuration (known: normal asan tsan consumer fuzz soak)" ;;
   esac
 done
 
