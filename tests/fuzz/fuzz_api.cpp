@@ -518,8 +518,18 @@ void op_dontneed(State &st, FuzzedDataProvider &in) {
   std::vector<umrt_location> where(n);
   for (size_t k = 0; k < n; ++k) where[k] = location(*a, first + k);
   note("madvise(%p page %zu, %zu pages, MADV_DONTNEED)", (void *)a->p, first, n);
-  if (madvise(a->p + first * kPage, n * kPage, MADV_DONTNEED) != 0)
+  bool locked = false;  // the kernel refuses to discard mlock()ed pages (EINVAL): nothing changes
+  for (size_t k = 0; k < n; ++k) locked |= a->mlocked[first + k] != 0;
+  if (madvise(a->p + first * kPage, n * kPage, MADV_DONTNEED) != 0) {
+    if (locked && errno == EINVAL) {
+      // The kernel works through the span's mappings in order and stops at the first locked one:
+      // pages before it may be discarded already (zeros), the others keep their data.
+      note("  -> EINVAL (mlock()ed pages in the span): pages before them may read as zeros");
+      for (size_t k = 0; k < n && !a->mlocked[first + k]; ++k) a->maybe_zero[first + k] = 1;
+      return;
+    }
     fail("madvise(MADV_DONTNEED) on a managed range failed: %s", std::strerror(errno));
+  }
   for (size_t k = 0; k < n; ++k) {
     const size_t pg = first + k, po = pg * kPage, len = std::min(kPage, a->size - po);
     if (where[k] == UMRT_LOCATION_HOST) {
