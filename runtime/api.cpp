@@ -209,6 +209,9 @@ umrt_status umrt_malloc(void **ptr, size_t size) {
     char *end = start + r->map_bytes;
     if (p + reserve > end) munmap(end, static_cast<size_t>(p + reserve - end));
   }
+  // A range the user mremap()ed or munmap()ed a moment ago may have left exactly this hole:
+  // its event is handled first, so the table never mistakes that range for a stale one here.
+  rt.faults.settle_events();
   madvise(start, r->map_bytes, MADV_NOHUGEPAGE);
   madvise(start, r->map_bytes, MADV_DONTFORK);
   r->set_start(reinterpret_cast<uintptr_t>(start));

@@ -38,6 +38,7 @@ struct Batch {
   uint32_t published = 0;
   uint32_t restored = 0;
   uint32_t cancelled = 0;      // to_device: restored because a CPU writer cancelled them
+  std::atomic<bool> moved{false};  // the range moved (mremap) during the copy: all to try again
   int error = 0;               // first error (-errno): -ENOMEM for device memory, -EIO copy
 
   void fail(int e) {

@@ -59,6 +59,14 @@ struct BatchInstaller final : Installer {
     // The fault service waits for this copy: like it, never wait out a pending munmap event.
     Uffd::NoWaitScope nowait(b.why == Why::fault || b.why == Why::fault_write);
     const size_t p0 = slot_of(host0, op.host);
+    // The range moved (mremap) since the ops were built: host0 may already be someone else's
+    // memory, even another managed range. The run is not installed (its pages stay on the
+    // device); the batch's caller tries them again at the new address.
+    if (b.r->addr(b.first) != host0) {
+      op.done = 0;
+      b.moved.store(true, std::memory_order_relaxed);
+      return -EAGAIN;
+    }
     size_t done = 0;
     int rc = b.rt->uffd.copy(op.host, staged, op.len, true, &done);  // woken after finalize
     const size_t nd = done / kPageSize;
@@ -109,6 +117,13 @@ void copy_to_device(Batch &b) {
     i = j;
   }
   rt.backend->transfer(ops, nops, nullptr);
+  if (b.r->addr(b.first) != host0) {
+    // The range moved (mremap) while the copies ran: what they read at the old address after the
+    // move may be someone else's memory. Nothing is published; the prefetch tries again.
+    drop(b, 0, b.n);
+    b.moved.store(true, std::memory_order_relaxed);
+    return;
+  }
   uint64_t zeroed = 0;  // bytes_to_device counts the pages that moved (finalize)
   for (size_t k = 0; k < nops; ++k) {
     const CopyOp &op = ops[k];

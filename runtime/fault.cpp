@@ -158,6 +158,9 @@ void serve_wp(Runtime &rt, Range &r, size_t page) {
     uint64_t old = 0;
     if (entry_try_lock(e, &old)) {
       if (entry::loc(old) == Loc::HOST) rt.uffd.write_protect(r.addr(page), kPageSize, false);
+      // A DEVICE page that is mapped: a stale host copy (a zap that missed it, see remap.cpp);
+      // the device copy is the one: drop the mapping, the writer's retry faults the page home.
+      if (entry::loc(old) == Loc::DEVICE) madvise(r.addr(page), kPageSize, MADV_DONTNEED);
       entry_unlock(e);
     }
     rt.uffd.wake(r.addr(page), kPageSize);  // locked meanwhile: its batch wakes the writer too

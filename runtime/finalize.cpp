@@ -42,17 +42,29 @@ void finalize_to_device(Batch &b) {
   for_runs(b.n, [&](size_t i) { return published[i] && entry::loc(b.src[i]) == Loc::HOST; },
            [&](size_t i, size_t j) {
              if (madvise(b.r->addr(b.first + i), (j - i) * kPageSize, MADV_DONTNEED) == 0) return;
-             const int err = errno;
-             log(err == ENOMEM ? Level::info : Level::warn, "MADV_DONTNEED of %zu pages at %p failed: %d%s",
-                 j - i, b.r->addr(b.first + i), -err, err == ENOMEM ? "" : ": they stay on the host");
-             if (err == ENOMEM) return;
+             int err = errno;
+             if (err == ENOMEM) {
+               log(Level::info, "MADV_DONTNEED of %zu pages at %p failed: %d", j - i, b.r->addr(b.first + i), -err);
+               return;
+             }
+             // The kernel stops at the first piece of the mapping it refuses and may have zapped
+             // pages before it: page by page, so that only pages that kept their host copy are
+             // taken back (a zapped page's only copy is the device one).
+             size_t kept = 0;
              for (size_t k = i; k < j; ++k) {
+               if (madvise(b.r->addr(b.first + k), kPageSize, MADV_DONTNEED) == 0 || errno == ENOMEM) continue;
+               err = errno;
                uint64_t cur = ents[b.first + k].load(std::memory_order_acquire);
                while (!entry_transition(ents[b.first + k], cur, (b.src[k] & ~kBatchFlags) | (cur & entry::GONE))) {
                }
                published[k] = false;
+               ++kept;
              }
-             b.fail(-EPERM);
+             if (kept) {
+               log(Level::warn, "MADV_DONTNEED refused %zu pages at %p (%d): they stay on the host", kept,
+                   b.r->addr(b.first + i), -err);
+               b.fail(-EPERM);
+             }
            });
   // Restore: lift the write-protect of host pages that stay (wakes blocked writers).
   for_runs(b.n,

@@ -88,7 +88,10 @@ int run_batch(Runtime &rt, Range &r, size_t first, size_t n, Dir dir, Why why, b
   rt.stats.add(rt.stats.pages_skipped_locked, b.skipped_locked);
   if (b.held) rt.uffd.wake(r.addr(first), n * kPageSize);
   batch_done(r);
-  if (skipped) *skipped = b.skipped_locked + b.cancelled;
+  // Pages to try again: held by others, cancelled by a writer, or all of them if the range moved
+  // under the copy (their restore is not an error).
+  if (skipped) *skipped = b.skipped_locked + b.cancelled + (b.moved.load() ? b.restored : 0);
+  if (b.moved.load() && b.error == -EAGAIN) b.error = 0;
   return b.error;
 }
 
@@ -133,7 +136,8 @@ int migrate_span(Runtime &rt, Range &r, size_t first, size_t n, Dir dir, Why why
   // it returns with all of it there. A span larger than device memory cannot be: it streams
   // (its own oldest blocks make room, it returns with its last part on the device).
   static std::atomic<uint64_t> spans{0};
-  const bool fits = uint64_t{n} * kPageSize <= rt.devmem.capacity();
+  const uint64_t blocks = r.packed ? 1 : (first + n - 1) / kBlockPages - first / kBlockPages + 1;
+  const bool fits = blocks * kBlockSize <= rt.devmem.capacity();
   const uint64_t span = dir == Dir::to_device && fits ? spans.fetch_add(1) + 1 : 0;
   if (r.block_end(first) >= end) return migrate_lane(rt, r, first, end, dir, why, 0, 1, span);
   int rc1 = 0;

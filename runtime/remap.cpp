@@ -127,8 +127,10 @@ void Remaps::on_remap(uintptr_t from, uintptr_t to, size_t len, uint64_t before)
       if (r->batches.load() == 0 && r->recheck_after_move.exchange(false)) recheck_moved(*r);
       continue;
     }
-    Evacuation ev{r, std::max(from, s), std::min(from + len, e), delta, now_ns() + kEvacuationTimeNs, {}, {}, 0, 0};
-    for (size_t p = r->page_of(ev.lo); p <= r->page_of(ev.hi - 1); ++p) {
+    const uintptr_t lo = std::max(from, s), hi = std::min(from + len, e);
+    Evacuation ev{r, r->page_of(lo), r->page_of(hi - 1) + 1, lo + delta, now_ns() + kEvacuationTimeNs, {}, {}, 0, 0};
+    r->inflight.fetch_add(1);  // released when the evacuation ends (step)
+    for (size_t p = ev.p0; p < ev.p1; ++p) {
       uint64_t old = 0;
       if (entry::loc(r->entries[p].load(std::memory_order_acquire)) != Loc::DEVICE) continue;
       if (entry_try_lock(r->entries[p], &old)) {
@@ -162,10 +164,11 @@ bool Remaps::step(Evacuation &ev) {
   if (ev.held.size() && rt_.backend->device_sync() == 0) {
     while (!ev.held.empty()) {
       const size_t p = ev.held.back();
-      CopyOp op{CopyOp::D2H, r.addr(p) + ev.delta, r.dev_addr(p), kPageSize, 0, 0};
+      CopyOp op{CopyOp::D2H, reinterpret_cast<char *>(ev.dst + ((p - ev.p0) << kPageShift)), r.dev_addr(p),
+                kPageSize, 0, 0};
       MoveInstaller inst(rt_);
       int rc = rt_.backend->transfer(&op, 1, &inst);
-      if (rc == -EAGAIN && !late) break;  // the mremap is still in progress: next round
+      if (rc && !late) break;  // the mremap is still in progress (EAGAIN) or a copy failed: next round
       Entry &e = r.entries[p];
       if (rc == 0) {
         uint64_t cur = e.load(std::memory_order_acquire);
@@ -185,18 +188,22 @@ bool Remaps::step(Evacuation &ev) {
   if (!late && (!ev.held.empty() || !ev.todo.empty())) return false;
   ev.lost += ev.held.size() + ev.todo.size();
   for (size_t p : ev.held) entry_unlock(r.entries[p]);
-  r.mark_gone(ev.lo, ev.hi);
-  // Plain memory from now on; this also wakes the threads that faulted there meanwhile.
-  rt_.uffd.unregister_range(reinterpret_cast<void *>(ev.lo + ev.delta), ev.hi - ev.lo);
+  for (size_t p = ev.p0; p < ev.p1; ++p) entry_mark_gone(r.entries[p]);
+  // Plain memory from now on; the threads that faulted there meanwhile are woken (also if the
+  // user unmapped the destination already and there is nothing to unregister).
+  const size_t bytes = (ev.p1 - ev.p0) << kPageShift;
+  rt_.uffd.unregister_range(reinterpret_cast<void *>(ev.dst), bytes);
+  rt_.uffd.wake(reinterpret_cast<void *>(ev.dst), bytes);
   if (ev.lost)
     log(Level::error,
         "mremap moved %zu bytes out of managed range %p: %zu device pages could not be brought to "
         "the new address %p (their contents there read as zeros)",
-        ev.hi - ev.lo, reinterpret_cast<void *>(r.start()), ev.lost, reinterpret_cast<void *>(ev.lo + ev.delta));
+        bytes, reinterpret_cast<void *>(r.start()), ev.lost, reinterpret_cast<void *>(ev.dst));
   else
     log(Level::info, "mremap moved %zu bytes out of managed range %p to %p (%zu device pages copied)",
-        ev.hi - ev.lo, reinterpret_cast<void *>(r.start()), reinterpret_cast<void *>(ev.lo + ev.delta), ev.moved);
+        bytes, reinterpret_cast<void *>(r.start()), reinterpret_cast<void *>(ev.dst), ev.moved);
   if (r.all_gone()) rt_.retire_unmapped(ev.r);
+  r.inflight.fetch_sub(1);
   return true;
 }
 
@@ -210,7 +217,7 @@ void Remaps::rounds() {
 void Remaps::on_stray_fault(uintptr_t addr) {
   void *page = reinterpret_cast<void *>(addr);
   for (const Evacuation &ev : pending_)
-    if (addr >= ev.lo + ev.delta && addr < ev.hi + ev.delta) return;  // woken when it is done
+    if (addr >= ev.dst && addr < ev.dst + ((ev.p1 - ev.p0) << kPageShift)) return;  // woken when done
   // A range umrt_free is releasing: the thread retries until its mapping is gone (then SIGSEGV,
   // as for any freed memory), never reads it as fresh zeros.
   if (rt_.ranges.being_freed(addr)) {
@@ -237,12 +244,28 @@ void Remaps::on_stray_fault(uintptr_t addr) {
       return;
     }
   }
+  if (!below || below->start() + below->map_bytes != lo) {
+    // No range ends where this free part of the mapping begins: not a grown tail. A fault at a
+    // range's new address before its REMAP event is handled, or in a range being created, looks
+    // the same for a moment: the thread retries. Only a fault that keeps coming back unclaimed
+    // is served as the kernel would (a zero page), never by unregistering someone's range.
+    if (++unclaimed_[addr] < 100000) {
+      if (unclaimed_.size() > 4096) unclaimed_.clear();
+      rt_.uffd.wake(page, kPageSize);
+      return;
+    }
+    unclaimed_.erase(addr);
+    size_t done = 0;
+    rt_.uffd.zeropage(page, kPageSize, false, &done);
+    log(Level::warn, "fault at %p outside every managed range, unclaimed: served as a zero page", page);
+    return;
+  }
   if (int rc = rt_.uffd.unregister_range(reinterpret_cast<void *>(lo), hi - lo)) {
     size_t done = 0;  // cannot let it go: serve it as the kernel would, one zero page
     rt_.uffd.zeropage(page, kPageSize, false, &done);
     log(Level::warn, "fault at %p outside every managed range; unregistering [%p, %p) failed: %s",
         page, (void *)lo, (void *)hi, strerror(-rc));
-  } else if (below && below->start() + below->map_bytes == lo) {
+  } else {
     uintptr_t t = below->tail_end.load();
     while (t < hi && !below->tail_end.compare_exchange_weak(t, hi)) {
     }

@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <unordered_map>
 #include <vector>
 
 #include "range.h"
@@ -26,11 +27,13 @@ class Remaps {
   bool busy() const { return !pending_.empty(); }
 
  private:
-  // Part [lo, hi) of range r (old addresses) moved to [lo + delta, hi + delta).
+  // Pages [p0, p1) of range r moved to [dst, dst + (p1 - p0) pages): page indices and the
+  // absolute destination, since the rest of r may move again meanwhile. Holds r's inflight
+  // count (umrt_free and the zombie reaper wait for it before freeing device memory).
   struct Evacuation {
     RangePtr r;
-    uintptr_t lo, hi;
-    intptr_t delta;
+    size_t p0, p1;
+    uintptr_t dst;
     uint64_t deadline;
     std::vector<size_t> held;  // device pages locked by the evacuation, to copy
     std::vector<size_t> todo;  // device pages a batch held at the move
@@ -39,6 +42,7 @@ class Remaps {
   bool step(Evacuation &ev);  // true when done
   Runtime &rt_;
   std::vector<Evacuation> pending_;
+  std::unordered_map<uintptr_t, uint32_t> unclaimed_;  // stray faults seen with no tail to claim them
 };
 
 // run_batch, when a batch on r ends (counterpart of ++r.batches at its start).

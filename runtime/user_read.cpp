@@ -35,12 +35,18 @@ constexpr bool kGuardedMemcpy = true;
 constexpr bool kGuardedMemcpy = true;
 #endif
 
-thread_local sigjmp_buf *t_guard = nullptr;  // set while this thread copies under the guard
+// Set while this thread copies under the guard. initial-exec: read from a signal handler, it must
+// never need a lazy TLS allocation.
+__attribute__((tls_model("initial-exec"))) thread_local sigjmp_buf *t_guard = nullptr;
 struct sigaction g_prev_segv, g_prev_bus;
 std::atomic<bool> g_installed{false};
 
 void on_fault(int sig, siginfo_t *si, void *uc) {
-  if (sigjmp_buf *jb = t_guard) {
+  // Only a fault of this thread's guarded copy (si_code > 0: raised by the kernel for an access,
+  // not sent by kill()) jumps out.
+  sigjmp_buf *jb = t_guard;
+  std::atomic_signal_fence(std::memory_order_acquire);
+  if (jb && si && si->si_code > 0) {
     t_guard = nullptr;
     siglongjmp(*jb, 1);
   }
@@ -53,8 +59,9 @@ void on_fault(int sig, siginfo_t *si, void *uc) {
     prev.sa_handler(sig);
     return;
   }
-  // The default action: put it back and raise the signal again (it is blocked in here unless
-  // the fault repeats on return, which then also gets the default action).
+  // The default action (SIG_IGN of a fault is not honoured by the kernel either): put it back and
+  // raise the signal again; it is delivered when this handler returns (or the faulting access
+  // repeats and gets the default action).
   struct sigaction dfl {};
   dfl.sa_handler = SIG_DFL;
   sigemptyset(&dfl.sa_mask);
@@ -75,8 +82,9 @@ __attribute__((noinline)) int guarded_memcpy(void *dst, const void *src, size_t 
   sigjmp_buf jb;
   if (sigsetjmp(jb, 0) != 0) return -EFAULT;  // SA_NODEFER: no mask to restore
   t_guard = &jb;
+  std::atomic_signal_fence(std::memory_order_seq_cst);  // the guard is set before the first access
   std::memcpy(dst, src, n);
-  asm volatile("" ::: "memory");
+  std::atomic_signal_fence(std::memory_order_seq_cst);  // and cleared only after the last
   t_guard = nullptr;
   return 0;
 }
@@ -114,14 +122,15 @@ void user_read_guard_install() {
   g_installed.store(true, std::memory_order_release);
 }
 
+
+// The previous handlers go back where umrt's is still the one installed. If the application
+// installed its own meanwhile (which may chain to umrt's), umrt's stays installed for good: taking
+// it away would break that chain, and installing it again later would record the application's
+// handler as "previous", and the two would call each other for ever.
 void user_read_guard_remove() {
-  if (!g_installed.load()) return;
-  // Put the previous handlers back only where umrt's is still the one installed.
-  struct sigaction cur {};
-  if (sigaction(SIGSEGV, nullptr, &cur) == 0 && (cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == on_fault)
-    sigaction(SIGSEGV, &g_prev_segv, nullptr);
-  if (sigaction(SIGBUS, nullptr, &cur) == 0 && (cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == on_fault)
-    sigaction(SIGBUS, &g_prev_bus, nullptr);
+  if (!guard_current()) return;
+  sigaction(SIGSEGV, &g_prev_segv, nullptr);
+  sigaction(SIGBUS, &g_prev_bus, nullptr);
   g_installed.store(false, std::memory_order_release);
 }
 

@@ -328,6 +328,26 @@ TEST_F(CancelPolicy, WriteIntoAnInFlightBatchCancelsThatPage) {
   EXPECT_TRUE(hit) << "no write of 6 landed on the page while the batch had it write-protected";
 }
 
+// Part of a block mlock()ed: the kernel refuses to discard the locked pages' host copies (and
+// stops there), so those pages cannot move; the prefetch says so, and no page of the block loses
+// its data (the pages before the locked ones were discarded and live on the device).
+TEST_F(Events, PrefetchOfAPartlyLockedBlockKeepsEveryByte) {
+  const size_t bytes = 2 * MiB;
+  Managed m(bytes);
+  ASSERT_TRUE(m);
+  fill_pattern(m.get(), bytes, 40);
+  if (syscall(SYS_mlock, m.get() + 200 * kPage, 100 * kPage) != 0)  // raw: sanitizers stub mlock()
+    GTEST_SKIP() << "mlock refused here: " << strerror(errno);
+  umrt_status s = umrt_prefetch(m.get(), bytes, UMRT_LOCATION_DEVICE, nullptr);
+  EXPECT_EQ(s, UMRT_ERROR_BACKEND) << "a prefetch of mlock()ed pages reported " << str(s);
+  EXPECT_NE(std::strstr(last_error(), "mlock"), nullptr) << last_error();
+  EXPECT_TRUE(all_pages_at(m + 200 * kPage, 100 * kPage, UMRT_LOCATION_HOST));
+  EXPECT_TRUE(check_pattern(m.get(), bytes, 40)) << "a page of the partly locked block lost its data";
+  syscall(SYS_munlock, m.get() + 200 * kPage, 100 * kPage);
+  EXPECT_EQ(umrt_prefetch(m.get(), bytes, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
+  EXPECT_TRUE(check_device_pattern(m.get(), bytes, 40));
+}
+
 // ---- signals -------------------------------------------------------------------------------------
 
 std::atomic<int> g_on_umrt_thread{0}, g_handled{0};
