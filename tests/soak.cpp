@@ -18,6 +18,7 @@
 // --self-test changes one byte of a live allocation without a new version after ~1 s, to show
 // that a lost byte is caught (the run must report a lost page and exit non-zero).
 #include <umrt/umrt.h>
+#include "../kernels/umrt_kernels.h"
 
 #include <unistd.h>
 
@@ -59,14 +60,7 @@ struct Options {
   bool self_test = false;  // corrupt one byte behind umrt's back: the run must then FAIL
 };
 
-uint64_t mix(uint64_t x) {
-  x ^= x >> 30;
-  x *= 0xbf58476d1ce4e5b9ull;
-  x ^= x >> 27;
-  x *= 0x94d049bb133111ebull;
-  x ^= x >> 31;
-  return x;
-}
+using umrt_kernels::mix;  // the kernels' own bit mixer (kernels/umrt_kernels.h: plain C++ here)
 
 // The 8-byte word number w of allocation `id` at `version` (0: never written, zeros).
 inline uint64_t word(uint64_t id, uint32_t version, size_t w) {

@@ -26,6 +26,7 @@
 // -DUMRT_FUZZ_PROCESS_EVENTS=1 adds munmap and mremap of ranges (semantics being fixed in
 // runtime/: off by default).
 #include <umrt/umrt.h>
+#include "../../kernels/umrt_kernels.h"
 
 #include <fuzzer/FuzzedDataProvider.h>
 #include <sys/mman.h>
@@ -64,14 +65,7 @@ constexpr uint64_t kDeviceMemory = 8 << 20;
 
 size_t round_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
-uint64_t mix(uint64_t x) {
-  x ^= x >> 30;
-  x *= 0xbf58476d1ce4e5b9ull;
-  x ^= x >> 27;
-  x *= 0x94d049bb133111ebull;
-  x ^= x >> 31;
-  return x;
-}
+using umrt_kernels::mix;  // the kernels' own bit mixer (kernels/umrt_kernels.h: plain C++ here)
 
 struct Alloc {
   uint8_t *p = nullptr;
