@@ -19,6 +19,8 @@
 #include <thread>
 #include <vector>
 
+#include <sys/mman.h>
+
 #include "backends/staging.h"
 
 namespace {
@@ -270,6 +272,26 @@ TEST(Staging, InjectedFailureReportsOnce) {
   EXPECT_NE(f.dma.reports[0].find("fault injection"), std::string::npos);
   EXPECT_EQ(std::count(f.dma.dev.begin() + 3 * kSlot, f.dma.dev.end(), 0), static_cast<long>(3 * kSlot))
       << "an injected failure moves nothing";
+}
+
+// A host->device source the application unmapped (or protected) under the copy: that op fails
+// with -EFAULT and says so in words, no DMA is issued from the slot, the other op goes through.
+TEST(Staging, UnreadableSourceFailsItsOpWithEfault) {
+  const size_t bytes = 2 * kSlot;
+  Fixture f(bytes, 1, 1, 2);
+  std::vector<uint8_t> host(kSlot, 4);
+  void *gone = mmap(nullptr, kSlot, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(gone, MAP_FAILED);
+  CopyOp ops[2] = {{CopyOp::H2D, gone, f.dma.dev.data(), kSlot, 0, 0},
+                   {CopyOp::H2D, host.data(), f.dma.dev.data() + kSlot, kSlot, 0, 0}};
+  EXPECT_EQ(f.pipe.transfer(ops, 2, nullptr, f.inject), -EFAULT);
+  EXPECT_EQ(ops[0].status, -EFAULT);
+  EXPECT_EQ(ops[1].status, 0);
+  ASSERT_EQ(f.dma.reports.size(), 1u);
+  EXPECT_NE(f.dma.reports[0].find("could not be read"), std::string::npos) << f.dma.reports[0];
+  EXPECT_EQ(std::count(f.dma.dev.begin(), f.dma.dev.begin() + kSlot, 0), static_cast<long>(kSlot))
+      << "bytes of an unreadable source reached the device";
+  munmap(gone, kSlot);
 }
 
 // A transfer of at most one ring of pieces runs on the submitting thread when it gets a lane.

@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
 
 namespace umrt::rt {
 namespace {
@@ -139,6 +140,12 @@ void StagingPipeline::finish_oldest(StagingLane &l) {
       dma_.report(msg);
       set_op_status(op, -EIO);
     }
+  } else if (e < 0) {  // -errno from the host side: the user's source pages could not be read
+    std::snprintf(msg, sizeof msg, "%s of %zu bytes: the source pages at %p could not be read (%s: unmapped or "
+                  "protected by the application meanwhile)", dir_name(op.dir), p.len,
+                  static_cast<void *>(static_cast<char *>(op.host) + p.off), std::strerror(-e));
+    dma_.report(msg);
+    set_op_status(op, e);
   } else if (e != 0) {
     std::snprintf(msg, sizeof msg, "%s of %zu bytes at device %p failed: %s", dir_name(op.dir), p.len,
                   static_cast<void *>(static_cast<char *>(op.dev) + p.off), dma_.text(e));
