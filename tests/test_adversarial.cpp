@@ -340,18 +340,6 @@ std::string page_summary(const uint8_t *p, size_t bytes, uint64_t seed, size_t b
   return o.str();
 }
 
-// A reserved (PROT_NONE) address range of `bytes`, 2 MiB aligned, for mremap(MREMAP_FIXED) to
-// replace: reserved, not merely found free, so no thread stack or other mapping made meanwhile
-// can land there.
-uint8_t *reserve_address(size_t bytes) {
-  void *p = mmap(nullptr, bytes + kBlock, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (p == MAP_FAILED) return nullptr;
-  auto b = reinterpret_cast<uintptr_t>(p);
-  auto a = (b + kBlock - 1) & ~(kBlock - 1);
-  if (a > b) munmap(p, a - b);
-  if (b + bytes + kBlock > a + bytes) munmap(reinterpret_cast<void *>(a + bytes), b + bytes + kBlock - (a + bytes));
-  return reinterpret_cast<uint8_t *>(a);
-}
 
 bool is_mapped(const void *p) {
   unsigned char v = 0;

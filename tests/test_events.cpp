@@ -42,26 +42,13 @@ Mixed make_mixed(uint8_t *p, size_t bytes, uint64_t seed) {
   return check_zero(p + m.dev_bytes + m.host_bytes, bytes - m.dev_bytes - m.host_bytes);
 }
 
-// A 2 MiB-aligned target for mremap(MREMAP_FIXED), kept reserved (PROT_NONE) until the mremap
-// replaces it: an address merely released could be taken meanwhile by a thread stack (umrt
-// starts a lane thread per multi-block prefetch), which the move would then overwrite.
-uint8_t *free_address(size_t bytes) {
-  void *p = mmap(nullptr, bytes + kBlock, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (p == MAP_FAILED) return nullptr;
-  const auto b = reinterpret_cast<uintptr_t>(p);
-  const auto a = (b + kBlock - 1) & ~(kBlock - 1);
-  if (a > b) munmap(p, a - b);
-  if (b + kBlock > a) munmap(reinterpret_cast<void *>(a + bytes), b + kBlock - a);
-  return reinterpret_cast<uint8_t *>(a);
-}
-
 TEST_F(Events, MremapMoveWholeRangeFollowsIt) {
   const size_t bytes = 6 * MiB + 3 * kPage;
   void *p = nullptr;
   ASSERT_EQ(umrt_malloc(&p, bytes), UMRT_SUCCESS) << last_error();
   auto *old = static_cast<uint8_t *>(p);
   Mixed m = make_mixed(old, bytes, 11);
-  uint8_t *want = free_address(bytes);
+  uint8_t *want = reserve_address(bytes);
   ASSERT_NE(want, nullptr);
   void *q = mremap(old, pages_of(bytes) * kPage, pages_of(bytes) * kPage, MREMAP_MAYMOVE | MREMAP_FIXED, want);
   ASSERT_EQ(q, want) << strerror(errno);
@@ -86,7 +73,7 @@ TEST_F(Events, MremapMoveSmallPackedRange) {
   ASSERT_EQ(umrt_malloc(&p, bytes), UMRT_SUCCESS) << last_error();
   fill_pattern(p, bytes, 12);
   ASSERT_EQ(umrt_prefetch(p, bytes, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
-  uint8_t *want = free_address(bytes);
+  uint8_t *want = reserve_address(bytes);
   void *q = mremap(p, bytes, bytes, MREMAP_MAYMOVE | MREMAP_FIXED, want);
   ASSERT_EQ(q, want) << strerror(errno);
   EXPECT_TRUE(all_pages_at(q, bytes, UMRT_LOCATION_DEVICE));
@@ -133,7 +120,7 @@ TEST_F(Events, MremapGrowWithMove) {
   ASSERT_EQ(umrt_malloc(&p, bytes), UMRT_SUCCESS) << last_error();
   auto *b = static_cast<uint8_t *>(p);
   Mixed m = make_mixed(b, bytes, 15);
-  uint8_t *want = free_address(3 * bytes);
+  uint8_t *want = reserve_address(3 * bytes);
   void *q = mremap(b, bytes, 3 * bytes, MREMAP_MAYMOVE | MREMAP_FIXED, want);
   ASSERT_EQ(q, want) << strerror(errno);
   auto *n = static_cast<uint8_t *>(q);
@@ -168,7 +155,7 @@ TEST_F(Events, MremapOfAPartTakesItsDataAlong) {
   ASSERT_EQ(umrt_prefetch(b, bytes, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
   b[3 * MiB] ^= 1;  // one page of the moved part on the host again (written there)
   b[3 * MiB] ^= 1;
-  uint8_t *want = free_address(2 * MiB);
+  uint8_t *want = reserve_address(2 * MiB);
   void *q = mremap(b + 2 * MiB, 2 * MiB, 2 * MiB, MREMAP_MAYMOVE | MREMAP_FIXED, want);
   ASSERT_EQ(q, want) << strerror(errno);
   EXPECT_TRUE(check_pattern(q, 2 * MiB, 18, 2 * MiB)) << "the moved part lost its data";
@@ -195,7 +182,7 @@ TEST_F(SlowLink, MremapInTheMiddleOfAPrefetchKeepsEveryByte) {
     void *p = nullptr;
     ASSERT_EQ(umrt_malloc(&p, bytes), UMRT_SUCCESS) << last_error();
     fill_pattern(p, bytes, 30 + k);
-    uint8_t *want = free_address(bytes);
+    uint8_t *want = reserve_address(bytes);
     std::thread t([&] { (void)umrt_prefetch(p, bytes, UMRT_LOCATION_DEVICE, nullptr); });
     std::this_thread::sleep_for(std::chrono::microseconds(300 + 400 * k));
     void *q = mremap(p, bytes, bytes, MREMAP_MAYMOVE | MREMAP_FIXED, want);

@@ -415,6 +415,19 @@ inline ::testing::AssertionResult fill_device_pattern(const void *p, size_t byte
   return dev_write(d, buf.data(), bytes);
 }
 
+// A 2 MiB-aligned address range of `bytes` for mremap(MREMAP_FIXED), kept reserved (PROT_NONE)
+// until the mremap replaces it: an address merely released could be taken meanwhile by a thread
+// stack (umrt starts a lane thread per multi-block prefetch), which the move would overwrite.
+inline uint8_t *reserve_address(size_t bytes) {
+  void *p = mmap(nullptr, bytes + kBlock, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) return nullptr;
+  const auto b = reinterpret_cast<uintptr_t>(p);
+  const auto a = (b + kBlock - 1) & ~(kBlock - 1);
+  if (a > b) munmap(p, a - b);
+  if (b + kBlock > a) munmap(reinterpret_cast<void *>(a + bytes), b + kBlock - a);
+  return reinterpret_cast<uint8_t *>(a);
+}
+
 // Aborts the process with a message if not destroyed within `limit` (scaled for sanitizers):
 // a thread stuck in a page fault that is never served cannot be cancelled any other way.
 class Watchdog {
