@@ -130,25 +130,18 @@ void Remaps::on_remap(uintptr_t from, uintptr_t to, size_t len, uint64_t before)
     const uintptr_t lo = std::max(from, s), hi = std::min(from + len, e);
     Evacuation ev{r, r->page_of(lo), r->page_of(hi - 1) + 1, lo + delta, now_ns() + kEvacuationTimeNs, {}, {}, 0, 0};
     r->inflight.fetch_add(1);  // released when the evacuation ends (step)
-    for (size_t p = ev.p0; p < ev.p1; ++p) {
-      uint64_t old = 0;
-      if (entry::loc(r->entries[p].load(std::memory_order_acquire)) != Loc::DEVICE) continue;
-      if (entry_try_lock(r->entries[p], &old)) {
-        if (entry::loc(old) == Loc::DEVICE) ev.held.push_back(p);
-        else entry_unlock(r->entries[p]);
-      } else {
-        ev.todo.push_back(p);  // a batch holds it: it may still put it back on the device
-      }
-    }
+    for (size_t p = ev.p0; p < ev.p1; ++p)
+      if (entry::loc(r->entries[p].load(std::memory_order_acquire)) == Loc::DEVICE) ev.todo.push_back(p);
     pending_.push_back(std::move(ev));
   }
-  rounds();
+  rounds();  // locks the device pages at once (before the UNMAP event of the old part comes)
 }
 
 bool Remaps::step(Evacuation &ev) {
   Range &r = *ev.r;
   const bool late = now_ns() > ev.deadline;
-  // Pages a batch held at the move: locked now if they are still (or again) on the device.
+  // Device pages of the part, locked as soon as no batch holds them, if they are still (or
+  // again) on the device.
   for (size_t k = 0; k < ev.todo.size();) {
     uint64_t old = 0;
     Entry &e = r.entries[ev.todo[k]];

@@ -36,7 +36,7 @@ class Remaps {
     uintptr_t dst;
     uint64_t deadline;
     std::vector<size_t> held;  // device pages locked by the evacuation, to copy
-    std::vector<size_t> todo;  // device pages a batch held at the move
+    std::vector<size_t> todo;  // device pages not locked yet (a batch held them)
     size_t moved, lost;
   };
   bool step(Evacuation &ev);  // true when done
