@@ -148,14 +148,19 @@ std::vector<RangePtr> Runtime::stop() {
   // Ranges become plain host memory: device memory freed, userfaultfd unregistered. The caller
   // brought every page home first (bring_home); whatever is still on the device is lost.
   std::vector<RangePtr> left = ranges.snapshot();
+#if UMRT_DEBUG_CHECKS
+  // A pass over every page: only where invariants are checked (callers hold g_life exclusively
+  // after a successful bring_home, so nothing can have gone back to the device).
   for (const RangePtr &r : left)
-    for (size_t i = 0; i < r->npages; ++i)
-      if (entry::loc(r->entries[i].load(std::memory_order_acquire)) == Loc::DEVICE &&
-          !(r->entries[i].load(std::memory_order_acquire) & entry::GONE)) {
+    for (size_t i = 0; i < r->npages; ++i) {
+      const uint64_t e = r->entries[i].load(std::memory_order_acquire);
+      if (entry::loc(e) == Loc::DEVICE && !(e & entry::GONE)) {
         log(Level::error, "stop: range %p page %zu is still on the device: its data is dropped",
             (void *)r->start(), i);
         break;
       }
+    }
+#endif
   for (const RangePtr &r : left) {
     ranges.remove(r.get());
     retire(*r);
