@@ -30,29 +30,38 @@ void Range::live_span(size_t *first, size_t *end) const {
 std::vector<RangePtr> RangeTable::insert(RangePtr r) {
   std::unique_lock g(mu_);
   r->seq = ++seq_;
-  return place_locked(std::move(r));
+  const uintptr_t lo = r->start(), hi = lo + r->map_bytes;
+  r->key = lo;
+  return place_locked(std::move(r), lo, hi);
 }
 
 std::vector<RangePtr> RangeTable::move(const RangePtr &r, uintptr_t new_start) {
   std::unique_lock g(mu_);
-  auto it = map_.find(r->start());
+  auto it = find_locked(r.get());
   r->set_start(new_start);
-  if (it == map_.end() || it->second != r) return {};  // being freed: follow, stay out
+  if (it == map_.end()) return {};  // being freed: follow, stay out
   map_.erase(it);
-  return place_locked(r);
+  size_t first = 0, end = 0;
+  r->live_span(&first, &end);
+  const uintptr_t lo = new_start + (first << kPageShift);
+  r->key = lo;
+  return place_locked(r, lo, new_start + (end << kPageShift));
 }
 
-std::vector<RangePtr> RangeTable::place_locked(RangePtr r) {
+std::vector<RangePtr> RangeTable::place_locked(RangePtr r, uintptr_t lo, uintptr_t hi) {
   // The kernel just gave r's addresses to umrt, so any range still listed over them was
   // munmap()ed by the user and its UNMAP event is not processed yet: those pages are GONE, and
   // a range left with nothing mapped leaves the table (returned, for the caller to retire).
+  // API calls settle the events already read first and munmap() returns only once its event
+  // is read, so this is a defence, bounded to the few ranges just below lo (cost flat in the
+  // number of ranges); the event handlers use overlapping(), which misses none.
   std::vector<RangePtr> displaced;
-  const uintptr_t lo = r->start(), hi = r->start() + r->map_bytes;
+  max_span_ = std::max(max_span_, r->map_bytes);
   auto it = map_.upper_bound(lo);
-  if (it != map_.begin()) --it;
+  for (int back = 0; back < 8 && it != map_.begin(); ++back) --it;
   while (it != map_.end() && it->first < hi) {
     Range &o = *it->second;
-    if (o.start() + o.map_bytes <= lo) {
+    if (o.start() + o.map_bytes <= lo || o.start() >= hi) {
       ++it;
       continue;
     }
@@ -64,14 +73,29 @@ std::vector<RangePtr> RangeTable::place_locked(RangePtr r) {
       ++it;
     }
   }
-  map_.emplace(r->start(), std::move(r));
+  const uintptr_t key = r->key;
+  map_.emplace(key, std::move(r));
   return displaced;
+}
+
+std::multimap<uintptr_t, RangePtr>::iterator RangeTable::find_locked(const Range *r) {
+  auto [a, b] = map_.equal_range(r->key);
+  for (; a != b; ++a)
+    if (a->second.get() == r) return a;
+  return map_.end();
+}
+
+std::multimap<uintptr_t, RangePtr>::const_iterator RangeTable::first_reaching(uintptr_t lo) const {
+  return map_.lower_bound(lo > max_span_ ? lo - max_span_ : 0);
 }
 
 RangePtr RangeTable::remove_exact(uintptr_t start) {
   std::unique_lock g(mu_);
-  auto it = map_.find(start);
-  if (it == map_.end()) return nullptr;
+  // Of ranges sharing the key, the one still mapped there.
+  auto [it, last] = map_.equal_range(start);
+  if (it == last) return nullptr;
+  for (auto k = it; k != last; ++k)
+    if (k->second->live_at(start)) it = k;
   RangePtr r = std::move(it->second);
   map_.erase(it);
   freeing_.push_back(r);
@@ -92,8 +116,8 @@ bool RangeTable::being_freed(uintptr_t addr) const {
 
 bool RangeTable::remove(const Range *r) {
   std::unique_lock g(mu_);
-  auto it = map_.find(r->start());
-  if (it == map_.end() || it->second.get() != r) return false;
+  auto it = find_locked(r);
+  if (it == map_.end()) return false;
   map_.erase(it);
   return true;
 }
@@ -126,10 +150,8 @@ std::vector<RangePtr> RangeTable::snapshot() const {
 std::vector<RangePtr> RangeTable::overlapping(uintptr_t lo, uintptr_t hi) const {
   std::shared_lock g(mu_);
   std::vector<RangePtr> v;
-  auto it = map_.upper_bound(lo);
-  if (it != map_.begin()) --it;
-  for (; it != map_.end() && it->first < hi; ++it)
-    if (it->second->start() + it->second->map_bytes > lo) v.push_back(it->second);
+  for (auto it = first_reaching(lo); it != map_.end() && it->first < hi; ++it)
+    if (it->second->start() + it->second->map_bytes > lo && it->second->start() < hi) v.push_back(it->second);
   return v;
 }
 

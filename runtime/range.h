@@ -42,13 +42,16 @@ struct Range : std::enable_shared_from_this<Range> {
   char *dev_base = nullptr;                 // device address of page 0
 
   uint64_t seq = 0;                         // insertion order (RangeTable::seq)
+  uintptr_t key = 0;  // its key in the range table (table's lock): start, or after a move the
+                      // start of what moved (the address mremap() returned to the user)
   std::atomic<int> inflight{0};
   // mremap (remap.cpp): batches running on this range now (run_batch), and a check owed once
   // they are done, for steps that a batch in flight did at the old address after the move.
   std::atomic<int> batches{0};
   std::atomic<bool> recheck_after_move{false};
-  // End of plain memory that an mremap() growth appended to the range (0: none): not managed,
-  // unmapped with the range by umrt_free.
+  // Plain memory that an mremap() growth appended to the range, [tail_begin, tail_end) (0: none):
+  // not managed, unmapped with the range by umrt_free. Set by the fault service only.
+  std::atomic<uintptr_t> tail_begin{0};
   std::atomic<uintptr_t> tail_end{0};
 
   // Fault prefetch state (fault service thread only): a few sequential streams, so that
@@ -78,6 +81,10 @@ struct Range : std::enable_shared_from_this<Range> {
   bool all_gone() const;
   // Pages [*first, *end) hold every page not GONE (first == end: none).
   void live_span(size_t *first, size_t *end) const;
+  // The page at a (inside the range) is still mapped (not GONE).
+  bool live_at(uintptr_t a) const {
+    return contains(a) && !(entries[page_of(a)].load(std::memory_order_acquire) & entry::GONE);
+  }
 
   DBlock *dblock(size_t page) const { return packed ? pack : own[page / kBlockPages].get(); }
   // Pages [first, end) that share page's device block.
@@ -121,7 +128,8 @@ class RangeTable {
  public:
   // Insert r; returns ranges it displaced (stale: munmap()ed by the user, event not yet seen).
   std::vector<RangePtr> insert(RangePtr r);
-  // Remove the range starting exactly at start (umrt_free); nullptr if none. It stays listed as
+  // Remove the range whose key is start (umrt_free; the pointer umrt_malloc or mremap() gave);
+  // nullptr if none. It stays listed as
   // being freed until forget(): a fault there meanwhile is not a stray one (remap.cpp).
   RangePtr remove_exact(uintptr_t start);
   void forget(const Range *r);
@@ -129,7 +137,8 @@ class RangeTable {
   // Remove the range r if it is still in the table.
   bool remove(const Range *r);
   // r (in the table) now starts at new_start (the user mremap()ed it); returns ranges it
-  // displaced there, as insert does.
+  // displaced there, as insert does. Only what moved claims addresses: r's pages not GONE (a
+  // shrink or munmap took the others, and other ranges may live where they would now fall).
   std::vector<RangePtr> move(const RangePtr &r, uintptr_t new_start);
   // The range mapping addr (its page there not GONE) with its inflight count taken; *offset (if
   // given) = addr - its start, taken together (the range may move right after: mremap).
@@ -141,9 +150,15 @@ class RangeTable {
   uint64_t seq() const;
 
  private:
-  std::vector<RangePtr> place_locked(RangePtr r);
+  // Places r, claiming [lo, hi) of the address space from ranges still listed there.
+  std::vector<RangePtr> place_locked(RangePtr r, uintptr_t lo, uintptr_t hi);
   mutable std::shared_mutex mu_;
-  std::map<uintptr_t, RangePtr> map_;  // start -> range
+  // key -> range. A multimap: a range re-keyed by a move may share its key with a range whose
+  // pages there are GONE. Ranges overlap only where at most one of them is not GONE.
+  std::multimap<uintptr_t, RangePtr> map_;
+  size_t max_span_ = 0;  // largest map_bytes ever placed: how far below lo a range may reach
+  std::multimap<uintptr_t, RangePtr>::iterator find_locked(const Range *r);
+  std::multimap<uintptr_t, RangePtr>::const_iterator first_reaching(uintptr_t lo) const;
   std::vector<RangePtr> freeing_;      // removed by umrt_free, host mapping not yet released
   uint64_t seq_ = 0;
 };

@@ -121,17 +121,26 @@ void Remaps::on_remap(uintptr_t from, uintptr_t to, size_t len, uint64_t before)
     if (ls < le && from <= ls && le <= from + len) {
       for (RangePtr &z : rt_.ranges.move(r, s + delta)) rt_.add_zombie(std::move(z));
       r->tail_end.store(0);  // a grown tail is a mapping of its own: it stayed where it was
+      r->tail_begin.store(0);
       log(Level::info, "managed range %p (%zu bytes) was mremap()ed to %p: following it", (void *)s,
           r->size, (void *)(s + delta));
       r->recheck_after_move.store(true);
       if (r->batches.load() == 0 && r->recheck_after_move.exchange(false)) recheck_moved(*r);
       continue;
     }
+    // Only r's pages still mapped: its GONE ones there may be another range's (adjacent
+    // registered mappings merge, so one mremap can take parts of two ranges).
     const uintptr_t lo = std::max(from, s), hi = std::min(from + len, e);
-    Evacuation ev{r, r->page_of(lo), r->page_of(hi - 1) + 1, lo + delta, now_ns() + kEvacuationTimeNs, {}, {}, 0, 0};
+    Evacuation ev{r, r->page_of(lo), r->page_of(hi - 1) + 1, lo + delta, now_ns() + kEvacuationTimeNs, {}, {}, {}, 0, 0};
+    for (size_t p = ev.p0; p < ev.p1; ++p) {
+      const uint64_t v = r->entries[p].load(std::memory_order_acquire);
+      if (v & entry::GONE) continue;
+      if (ev.runs.empty() || ev.runs.back().second != p) ev.runs.emplace_back(p, p + 1);
+      else ev.runs.back().second = p + 1;
+      if (entry::loc(v) == Loc::DEVICE) ev.todo.push_back(p);
+    }
+    if (ev.runs.empty()) continue;
     r->inflight.fetch_add(1);  // released when the evacuation ends (step)
-    for (size_t p = ev.p0; p < ev.p1; ++p)
-      if (entry::loc(r->entries[p].load(std::memory_order_acquire)) == Loc::DEVICE) ev.todo.push_back(p);
     pending_.push_back(std::move(ev));
   }
   rounds();  // locks the device pages at once (before the UNMAP event of the old part comes)
@@ -181,12 +190,16 @@ bool Remaps::step(Evacuation &ev) {
   if (!late && (!ev.held.empty() || !ev.todo.empty())) return false;
   ev.lost += ev.held.size() + ev.todo.size();
   for (size_t p : ev.held) entry_unlock(r.entries[p]);
-  for (size_t p = ev.p0; p < ev.p1; ++p) entry_mark_gone(r.entries[p]);
   // Plain memory from now on; the threads that faulted there meanwhile are woken (also if the
   // user unmapped the destination already and there is nothing to unregister).
-  const size_t bytes = (ev.p1 - ev.p0) << kPageShift;
-  rt_.uffd.unregister_range(reinterpret_cast<void *>(ev.dst), bytes);
-  rt_.uffd.wake(reinterpret_cast<void *>(ev.dst), bytes);
+  size_t bytes = 0;
+  for (auto [a, b] : ev.runs) {
+    for (size_t p = a; p < b; ++p) entry_mark_gone(r.entries[p]);
+    void *at = reinterpret_cast<void *>(ev.dst + ((a - ev.p0) << kPageShift));
+    rt_.uffd.unregister_range(at, (b - a) << kPageShift);
+    rt_.uffd.wake(at, (b - a) << kPageShift);
+    bytes += (b - a) << kPageShift;
+  }
   if (ev.lost)
     log(Level::error,
         "mremap moved %zu bytes out of managed range %p: %zu device pages could not be brought to "
@@ -210,7 +223,9 @@ void Remaps::rounds() {
 void Remaps::on_stray_fault(uintptr_t addr) {
   void *page = reinterpret_cast<void *>(addr);
   for (const Evacuation &ev : pending_)
-    if (addr >= ev.dst && addr < ev.dst + ((ev.p1 - ev.p0) << kPageShift)) return;  // woken when done
+    for (auto [a, b] : ev.runs)
+      if (addr >= ev.dst + ((a - ev.p0) << kPageShift) && addr < ev.dst + ((b - ev.p0) << kPageShift))
+        return;  // woken when done
   // A range umrt_free is releasing: the thread retries until its mapping is gone (then SIGSEGV,
   // as for any freed memory), never reads it as fresh zeros.
   if (rt_.ranges.being_freed(addr)) {
@@ -224,7 +239,13 @@ void Remaps::on_stray_fault(uintptr_t addr) {
   }
   RangePtr below;
   for (const RangePtr &r : rt_.ranges.overlapping(lo, hi)) {
-    const uintptr_t s = r->start(), e = s + r->map_bytes;
+    // What the range still maps: its GONE pages (a shrink's, a munmap's, or beyond what a move
+    // took) are not its own, and a growth may have put this very tail there.
+    size_t first = 0, end = 0;
+    r->live_span(&first, &end);
+    if (first == end) continue;
+    const uintptr_t s = r->start() + (first << kPageShift), e = r->start() + (end << kPageShift);
+    if (s <= addr && addr < e && !r->live_at(addr)) continue;  // a hole in it: someone else's
     if (e <= addr) {
       if (e >= lo) {
         lo = e;
@@ -237,7 +258,12 @@ void Remaps::on_stray_fault(uintptr_t addr) {
       return;
     }
   }
-  if (!below || below->start() + below->map_bytes != lo) {
+  size_t below_end = 0;
+  if (below) {
+    size_t first = 0;
+    below->live_span(&first, &below_end);
+  }
+  if (!below || below->start() + (below_end << kPageShift) != lo) {
     // No range ends where this free part of the mapping begins: not a grown tail. A fault at a
     // range's new address before its REMAP event is handled, or in a range being created, looks
     // the same for a moment: the thread retries. Only a fault that keeps coming back unclaimed
@@ -259,9 +285,9 @@ void Remaps::on_stray_fault(uintptr_t addr) {
     log(Level::warn, "fault at %p outside every managed range; unregistering [%p, %p) failed: %s",
         page, (void *)lo, (void *)hi, strerror(-rc));
   } else {
-    uintptr_t t = below->tail_end.load();
-    while (t < hi && !below->tail_end.compare_exchange_weak(t, hi)) {
-    }
+    // One tail per range: the first growth sets where it begins, later ones extend it.
+    if (below->tail_end.load() == 0) below->tail_begin.store(lo);
+    if (below->tail_end.load() < hi) below->tail_end.store(hi);
     log(Level::info, "managed range %p grew by mremap(): [%p, %p) is plain memory", (void *)below->start(),
         (void *)lo, (void *)hi);
   }

@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "range.h"
@@ -37,6 +38,7 @@ class Remaps {
     uint64_t deadline;
     std::vector<size_t> held;  // device pages locked by the evacuation, to copy
     std::vector<size_t> todo;  // device pages not locked yet (a batch held them)
+    std::vector<std::pair<size_t, size_t>> runs;  // [first, end) of r's pages that moved (not GONE)
     size_t moved, lost;
   };
   bool step(Evacuation &ev);  // true when done

@@ -126,8 +126,8 @@ void Runtime::release_host(Range &r, bool unmap) {
     if (unmap) munmap(r.addr(i), (j - i) * kPageSize);
   });
   // Plain memory an mremap() growth appended (remap.cpp): part of the user's mapping.
-  const uintptr_t end = r.start() + r.map_bytes, tail = r.tail_end.load();
-  if (unmap && tail > end) munmap(reinterpret_cast<void *>(end), tail - end);
+  const uintptr_t begin = r.tail_begin.load(), tail = r.tail_end.load();
+  if (unmap && begin && tail > begin) munmap(reinterpret_cast<void *>(begin), tail - begin);
 }
 
 int Runtime::bring_home(const Range **failed) {

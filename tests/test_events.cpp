@@ -146,6 +146,61 @@ TEST_F(Events, MremapShrinkDropsTheTail) {
   EXPECT_EQ(umrt_free(b), UMRT_SUCCESS) << last_error();
 }
 
+// What is left of a shrunk range moves to just below another allocation, which the range's
+// old extent (not what moved) would cover: the other allocation stays known and intact, and
+// both are freed. (Found by the fuzzer in CI: the moved range claimed its whole old extent at
+// the new address, and the small allocation there was dropped from the range table.)
+TEST_F(Events, MremapShrunkRangeMovedBelowAnotherAllocation) {
+  const size_t bytes = 64 * MiB, left = 1 * MiB;  // reserved, never touched past `left`
+  void *p = nullptr, *small = nullptr;
+  ASSERT_EQ(umrt_malloc(&p, bytes), UMRT_SUCCESS) << last_error();
+  auto *b = static_cast<uint8_t *>(p);
+  fill_pattern(b, left, 31);
+  ASSERT_EQ(umrt_prefetch(b, left / 2, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
+  ASSERT_EQ(umrt_malloc(&small, 3 * kPage), UMRT_SUCCESS) << last_error();
+  fill_pattern(small, 3 * kPage, 32);
+  ASSERT_EQ(umrt_prefetch(small, kPage, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
+  ASSERT_EQ(mremap(b, bytes, left, 0), b) << strerror(errno);
+  // A free place for the 1 MiB that ends less than 63 MiB below the small allocation.
+  const auto s = reinterpret_cast<uintptr_t>(small) & ~(kPage - 1);
+  uint8_t *want = nullptr;
+  for (size_t gap = 0; gap + left < bytes && !want; gap += 64 * KiB) {
+    void *t = mmap(reinterpret_cast<void *>(s - left - gap), left, PROT_NONE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+    if (t == MAP_FAILED) continue;
+    if (t == reinterpret_cast<void *>(s - left - gap)) want = static_cast<uint8_t *>(t);
+    else munmap(t, left);
+  }
+  if (!want) GTEST_SKIP() << "no free 1 MiB within 63 MiB below the small allocation";
+  ASSERT_EQ(mremap(b, left, left, MREMAP_MAYMOVE | MREMAP_FIXED, want), want) << strerror(errno);
+  EXPECT_TRUE(check_pattern(want, left, 31));
+  EXPECT_TRUE(check_pattern(small, 3 * kPage, 32));
+  EXPECT_EQ(umrt_validate(), UMRT_SUCCESS) << last_error();
+  EXPECT_EQ(umrt_free(small), UMRT_SUCCESS) << last_error();
+  EXPECT_EQ(umrt_free(want), UMRT_SUCCESS) << last_error();
+}
+
+// Shrunk, then grown in place back over its old tail: the new tail is plain memory (zeros,
+// writable, no livelock) and umrt_free unmaps it with the range.
+TEST_F(Events, MremapShrinkThenGrowInPlace) {
+  const size_t bytes = 4 * MiB, left = 1 * MiB + kPage;
+  void *p = nullptr;
+  ASSERT_EQ(umrt_malloc(&p, bytes), UMRT_SUCCESS) << last_error();
+  auto *b = static_cast<uint8_t *>(p);
+  fill_pattern(b, left, 33);
+  ASSERT_EQ(umrt_prefetch(b, left, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
+  ASSERT_EQ(mremap(b, bytes, left, 0), b) << strerror(errno);
+  if (mremap(b, left, 2 * MiB, 0) != b) GTEST_SKIP() << "no room to grow in place: " << strerror(errno);
+  EXPECT_TRUE(check_zero(b + left, 2 * MiB - left));
+  fill_pattern(b + left, 2 * MiB - left, 34);
+  EXPECT_TRUE(check_pattern(b + left, 2 * MiB - left, 34));
+  EXPECT_TRUE(check_pattern(b, left, 33));
+  EXPECT_EQ(umrt_validate(), UMRT_SUCCESS) << last_error();
+  EXPECT_EQ(umrt_free(b), UMRT_SUCCESS) << last_error();
+  unsigned char v = 0;
+  EXPECT_EQ(mincore(b + left, kPage, &v), -1) << "the grown tail is still mapped after umrt_free";
+}
+
 TEST_F(Events, MremapOfAPartTakesItsDataAlong) {
   const size_t bytes = 8 * MiB;
   void *p = nullptr;
