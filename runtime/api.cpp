@@ -192,8 +192,7 @@ umrt_status umrt_malloc(void **ptr, size_t size) {
   r->size = size;
   r->npages = pages_of(size);
   r->map_bytes = r->npages * kPageSize;
-  r->entries.reset(new (std::nothrow) Entry[r->npages]());
-  if (!r->entries) return set_error(UMRT_ERROR_OUT_OF_MEMORY, "umrt_malloc: out of host memory for page state");
+  if (r->entries.init(r->npages)) return set_error(UMRT_ERROR_OUT_OF_MEMORY, "umrt_malloc: out of host memory for page state");
 
   // Large ranges start 2 MiB-aligned so blocks line up with device chunks.
   const bool large = r->npages >= kBlockPages;

@@ -20,11 +20,12 @@ void DevMem::init(Backend *be, EvictFn fn, void *ctx) {
 
 void DevMem::shutdown() {
   std::lock_guard g(mu_);
-  for (auto &p : packs_) {
+  for (auto &[k, p] : packs_) {
     free_chunk_locked(p.get());  // a device VA range is freed only once nothing is mapped in it
     be_->window_destroy(&p->pack_window);
   }
   packs_.clear();
+  room_.clear();
   lru_.clear();
 }
 
@@ -35,53 +36,58 @@ int DevMem::setup_range(Range &r) {
     if (rc) return rc;
     r.packed = false;
     r.dev_base = static_cast<char *>(r.window.base);
-    std::lock_guard g(mu_);
-    for (size_t i = 0; i < nblocks; ++i) {
-      auto b = std::make_unique<DBlock>();
-      b->win = &r.window;
-      b->win_offset = i * kBlockSize;
-      b->segs.push_back({&r, i * kBlockPages, std::min(kBlockPages, r.npages - i * kBlockPages)});
-      r.own.push_back(std::move(b));
+    // Blocks are made on first use (Range::block_at): a reservation costs what is touched.
+    if (r.blocks.init(nblocks)) {
+      be_->window_destroy(&r.window);
+      return -ENOMEM;
     }
     return 0;
   }
-  // Small range: first fit of npages contiguous free slots in an existing pack.
+  // Small range: the pack whose longest free run fits it most tightly, first fit inside.
   std::lock_guard g(mu_);
-  auto fits = [&](DBlock &p, size_t *at) {
-    size_t run = 0;
-    for (size_t i = 0; i < kBlockPages; ++i) {
-      run = p.used[i] ? 0 : run + 1;
-      if (run == r.npages) {
-        *at = i + 1 - run;
-        return true;
-      }
-    }
-    return false;
-  };
   DBlock *pack = nullptr;
   size_t at = 0;
-  for (auto &p : packs_)
-    if (fits(*p, &at)) {
-      pack = p.get();
-      break;
+  auto it = room_.lower_bound({static_cast<uint32_t>(r.npages), nullptr});
+  if (it != room_.end()) {
+    pack = it->second;
+    for (size_t i = 0, run = 0; i < kBlockPages; ++i) {
+      run = pack->used[i] ? 0 : run + 1;
+      if (run == r.npages) {
+        at = i + 1 - run;
+        break;
+      }
     }
-  if (!pack) {
+  } else {
     auto p = std::make_unique<DBlock>();
     p->is_pack = true;
     int rc = be_->window_create(kBlockSize, &p->pack_window);
     if (rc) return rc;
     p->win = &p->pack_window;
     pack = p.get();
-    packs_.push_back(std::move(p));
+    packs_.emplace(pack, std::move(p));
+    room_.insert({pack->max_run, pack});
     at = 0;
   }
   for (size_t i = 0; i < r.npages; ++i) pack->used.set(at + i);
+  update_room_locked(pack);
   pack->segs.push_back({&r, 0, r.npages});
   r.packed = true;
   r.pack = pack;
   r.pack_first = at;
   r.dev_base = static_cast<char *>(pack->pack_window.base) + at * kPageSize;
   return 0;
+}
+
+void DevMem::update_room_locked(DBlock *p) {
+  uint32_t best = 0;
+  for (uint32_t i = 0, run = 0; i < kBlockPages; ++i) {
+    run = p->used[i] ? 0 : run + 1;
+    best = std::max(best, run);
+  }
+  if (best == p->max_run) return;
+  room_.erase({p->max_run, p});
+  p->max_run = best;
+  if (best) room_.insert({best, p});
 }
 
 void DevMem::free_chunk_locked(DBlock *b) {
@@ -97,10 +103,10 @@ void DevMem::free_chunk_locked(DBlock *b) {
 void DevMem::teardown_range(Range &r) {
   std::unique_lock lk(mu_);
   if (!r.packed) {
-    for (auto &b : r.own) {
-      wait_idle(lk, *b);
-      free_chunk_locked(b.get());
-    }
+    r.each_block([&](DBlock &b) {
+      wait_idle(lk, b);
+      free_chunk_locked(&b);
+    });
     lk.unlock();
     be_->window_destroy(&r.window);
     return;
@@ -113,13 +119,15 @@ void DevMem::teardown_range(Range &r) {
     if (entry::loc(r.entries[i].load(std::memory_order_acquire)) == Loc::DEVICE) ++mine;
   p->resident.fetch_sub(mine, std::memory_order_acq_rel);
   for (size_t i = 0; i < r.npages; ++i) p->used.reset(r.pack_first + i);
+  update_room_locked(p);
   auto &s = p->segs;
   s.erase(std::remove_if(s.begin(), s.end(), [&](const Segment &x) { return x.range == &r; }), s.end());
   r.pack = nullptr;
   if (s.empty()) {
     free_chunk_locked(p);
     be_->window_destroy(&p->pack_window);
-    packs_.erase(std::find_if(packs_.begin(), packs_.end(), [&](auto &x) { return x.get() == p; }));
+    room_.erase({p->max_run, p});
+    packs_.erase(p);
   }
 }
 
@@ -221,11 +229,13 @@ bool DevMem::validate(const std::vector<RangePtr> &ranges, std::string *why) {
   // Quiescent state expected: let batches in flight (one that a reader's fault is waiting on
   // while a test validates from another thread, say) finish first (bounded).
   auto idle = [&] {
-    for (auto &p : packs_)
+    for (auto &[k, p] : packs_)
       if (p->busy) return false;
-    for (const RangePtr &r : ranges)
-      for (auto &b : r->own)
-        if (b->busy) return false;
+    for (const RangePtr &r : ranges) {
+      bool busy = false;
+      r->each_block([&](DBlock &b) { busy = busy || b.busy; });
+      if (busy) return false;
+    }
     return true;
   };
   cv_.wait_for(g, std::chrono::seconds(5), idle);
@@ -253,25 +263,37 @@ bool DevMem::validate(const std::vector<RangePtr> &ranges, std::string *why) {
     if (b->evicting && b->busy == 0) return fail("evicting block without busy");
     return true;
   };
-  for (auto &p : packs_)
+  for (auto &[k, p] : packs_) {
     if (!check_block(p.get())) return false;
+    uint32_t best = 0;
+    for (uint32_t i = 0, run = 0; i < kBlockPages; ++i) best = std::max(best, run = p->used[i] ? 0 : run + 1);
+    if (best != p->max_run) return fail("pack's longest free run is %u, recorded %u", best, p->max_run);
+    if ((best > 0) != (room_.count({best, p.get()}) > 0)) return fail("pack with %u free slots in a row %s the room index", best, best ? "missing from" : "listed in");
+  }
+  if (room_.size() > packs_.size()) return fail("room index lists %zu packs, there are %zu", room_.size(), packs_.size());
   for (const RangePtr &r : ranges) {
-    for (auto &b : r->own)
-      if (!check_block(b.get())) return false;
-    for (size_t i = 0; i < r->npages; ++i) {
-      uint64_t e = r->entries[i].load(std::memory_order_acquire);
-      const char *w = nullptr;
-      if (!entry_valid(e, &w)) return fail("range %p page %zu: %s", (void *)r->start(), i, w);
-      if (entry::locked(e)) return fail("range %p page %zu locked while quiescent", (void *)r->start(), i);
-      if (entry::loc(e) != Loc::DEVICE) continue;
-      const DBlock *b = r->dblock(i);
-      if (!b || b->chunk == kNoChunk)
-        return fail("range %p page %zu on DEVICE but its block has no chunk", (void *)r->start(), i);
-      if (entry::frame(e) != r->frame(i, b->chunk))
-        return fail("range %p page %zu frame %llu, block chunk says %llu", (void *)r->start(), i,
+    bool ok = true;
+    r->each_block([&](DBlock &b) { ok = ok && (b.is_pack || check_block(&b)); });
+    if (!ok) return false;
+    // Entries the kernel never populated are zero (NONE): valid, unlocked, not on the device.
+    r->entries.for_each_populated([&](size_t first, size_t end) {
+      for (size_t i = first; ok && i < end && i < r->npages; ++i) {
+        uint64_t e = r->entries[i].load(std::memory_order_acquire);
+        const char *w = nullptr;
+        if (!entry_valid(e, &w)) ok = fail("range %p page %zu: %s", (void *)r->start(), i, w);
+        else if (entry::locked(e)) ok = fail("range %p page %zu locked while quiescent", (void *)r->start(), i);
+        if (!ok || entry::loc(e) != Loc::DEVICE) continue;
+        const DBlock *b = r->dblock(i);
+        if (!b || b->chunk == kNoChunk)
+          ok = fail("range %p page %zu on DEVICE but its block has no chunk", (void *)r->start(), i);
+        else if (entry::frame(e) != r->frame(i, b->chunk))
+          ok = fail("range %p page %zu frame %llu, block chunk says %llu", (void *)r->start(), i,
                     (unsigned long long)entry::frame(e), (unsigned long long)r->frame(i, b->chunk));
-      ++counted[b];
-    }
+        else
+          ++counted[b];
+      }
+    });
+    if (!ok) return false;
   }
   if (in_lru != lru_.size()) return fail("LRU holds %zu blocks, %zu have chunks", lru_.size(), in_lru);
   auto check_resident = [&](const DBlock *b) -> bool {
@@ -280,11 +302,13 @@ bool DevMem::validate(const std::vector<RangePtr> &ranges, std::string *why) {
       return fail("block resident %u, entries say %u", b->resident.load(), want);
     return true;
   };
-  for (auto &p : packs_)
+  for (auto &[k, p] : packs_)
     if (!check_resident(p.get())) return false;
-  for (const RangePtr &r : ranges)
-    for (auto &b : r->own)
-      if (!check_resident(b.get())) return false;
+  for (const RangePtr &r : ranges) {
+    bool ok = true;
+    r->each_block([&](DBlock &b) { ok = ok && (b.is_pack || check_resident(&b)); });
+    if (!ok) return false;
+  }
   return true;
 }
 

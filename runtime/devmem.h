@@ -12,6 +12,8 @@
 #include <condition_variable>
 #include <list>
 #include <mutex>
+#include <set>
+#include <unordered_map>
 #include <vector>
 
 #include "backend.h"
@@ -39,6 +41,7 @@ struct Segment {
 // DevMem::mu_, which application threads hold (a signal handler interrupting one must not make
 // the fault service wait for it); waiters for busy == 0 re-check on a short timeout.
 struct DBlock {
+  DBlock *next_made = nullptr;  // large ranges: the block made before it (Range::blocks_made)
   DevWindow *win = nullptr;  // the window the chunk is mapped into
   size_t win_offset = 0;
   uint32_t chunk = kNoChunk;
@@ -52,7 +55,29 @@ struct DBlock {
   bool is_pack = false;
   DevWindow pack_window;
   std::bitset<kBlockPages> used;
+  uint32_t max_run = kBlockPages;  // longest run of free slots (its key in DevMem::room_)
 };
+
+template <class F>
+void Range::each_block(F &&f) const {
+  if (packed) {
+    if (pack) f(*pack);
+    return;
+  }
+  for (DBlock *b = blocks_made.load(std::memory_order_acquire); b; b = b->next_made) f(*b);
+}
+
+template <class F>
+void Range::for_each_used_page(F &&f) const {
+  if (packed) {
+    for (size_t p = 0; p < npages; ++p) f(p);
+    return;
+  }
+  each_block([&](const DBlock &b) {
+    const size_t first = b.win_offset / kBlockSize * kBlockPages;
+    for (size_t p = first; p < block_end(first); ++p) f(p);
+  });
+}
 
 class DevMem {
  public:
@@ -91,7 +116,12 @@ class DevMem {
   uint32_t nchunks_ = 0;
   std::vector<uint32_t> free_;                 // free chunk indices (stack)
   std::list<DBlock *> lru_;                    // blocks holding a chunk, least recent first
-  std::vector<std::unique_ptr<DBlock>> packs_;
+  // Packs, and the packs with free slots ordered by their longest free run: a small range
+  // takes the pack with the shortest run that fits (best fit, O(log packs)), so the cost of
+  // umrt_malloc does not grow with the number of allocations.
+  std::unordered_map<DBlock *, std::unique_ptr<DBlock>> packs_;
+  std::set<std::pair<uint32_t, DBlock *>> room_;
+  void update_room_locked(DBlock *p);
   std::atomic<uint64_t> evictions_{0};
 };
 

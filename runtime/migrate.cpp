@@ -44,7 +44,8 @@ int run_batch(Runtime &rt, Range &r, size_t first, size_t n, Dir dir, Why why, b
               uint32_t *skipped, uint64_t span) {
   UMRT_CHECK(n > 0 && n <= kBlockPages, "batch size");
   UMRT_CHECK(r.block_first(first) == r.block_first(first + n - 1), "batch spans two blocks");
-  DBlock *db = r.dblock(first);
+  DBlock *db = r.block_at(first);
+  if (!db) return -ENOMEM;  // no host memory for the block's bookkeeping
   r.batches.fetch_add(1);  // seen by an mremap of r (remap.cpp)
   if (!block_held) rt.devmem.begin(db, dir == Dir::to_device);
   Batch b{};
@@ -105,7 +106,9 @@ int migrate_lane(Runtime &rt, Range &r, size_t first, size_t end, Dir dir, Why w
   unsigned k = 0;
   for (size_t p = first; p < end; ++k) {
     size_t stop = std::min(end, r.block_end(p));
-    if (k % lanes == lane) {
+    // A block never made holds nothing on the device: nothing to bring home (a to-host
+    // prefetch leaves untouched pages NONE), and no page state to create for it.
+    if (k % lanes == lane && (dir == Dir::to_device || why == Why::fault || why == Why::fault_write || r.dblock(p))) {
       // Pages held by another batch or the fault service are retried until that owner is done:
       // a synchronous prefetch promises the whole span (collect itself never waits).
       for (unsigned attempt = 0;; ++attempt) {

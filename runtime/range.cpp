@@ -1,24 +1,70 @@
 // range.cpp — the range table: ordered by start address, read-locked on the fault path.
 #include "range.h"
 
+#include "devmem.h"
+
 #include <algorithm>
 #include <mutex>
 
 namespace umrt::rt {
 
+Range::~Range() {
+  for (DBlock *b = blocks_made.load(); b;) {
+    DBlock *next = b->next_made;
+    delete b;
+    b = next;
+  }
+}
+
+DBlock *Range::block_at(size_t page) {
+  if (packed) return pack;
+  std::atomic<DBlock *> &slot = blocks[page / kBlockPages];
+  DBlock *b = slot.load(std::memory_order_acquire);
+  if (b) return b;
+  const size_t i = page / kBlockPages;
+  auto *made = new (std::nothrow) DBlock();
+  if (!made) return nullptr;
+  made->win = &window;
+  made->win_offset = i * kBlockSize;
+  try {
+    made->segs.push_back({this, i * kBlockPages, std::min(kBlockPages, npages - i * kBlockPages)});
+  } catch (...) {
+    delete made;
+    return nullptr;
+  }
+  if (!slot.compare_exchange_strong(b, made, std::memory_order_acq_rel)) {
+    delete made;  // another thread made it first
+    return b;
+  }
+  made->next_made = blocks_made.load(std::memory_order_acquire);
+  while (!blocks_made.compare_exchange_weak(made->next_made, made, std::memory_order_acq_rel)) {
+  }
+  return made;
+}
+
 void Range::mark_gone(uintptr_t lo, uintptr_t hi) {
+  if (lo <= start() && hi >= start() + map_bytes) {
+    // All of it (a munmap of the whole range): only pages of blocks ever used are marked, the
+    // others were never touched and hold nothing. The count says every page is gone.
+    for_each_used_page([&](size_t p) { mark_page_gone(p); });
+    gone_pages.store(npages, std::memory_order_release);
+    return;
+  }
+  // Part of it: every page of the part (a cost of 8 bytes of page state per page unmapped).
   const uintptr_t a = std::max(lo, start()), b = std::min(hi, start() + map_bytes);
   for (size_t p = a < b ? page_of(a) : npages; p < npages && start() + (p << kPageShift) < b; ++p)
-    entry_mark_gone(entries[p]);
+    mark_page_gone(p);
 }
 
-bool Range::all_gone() const {
-  for (size_t p = 0; p < npages; ++p)
-    if (!(entries[p].load(std::memory_order_acquire) & entry::GONE)) return false;
-  return true;
-}
+bool Range::all_gone() const { return gone_pages.load(std::memory_order_acquire) >= npages; }
 
 void Range::live_span(size_t *first, size_t *end) const {
+  const size_t gone = gone_pages.load(std::memory_order_acquire);
+  if (gone == 0 || gone >= npages) {  // nothing gone: all of it; everything: none
+    *first = 0;
+    *end = gone ? 0 : npages;
+    return;
+  }
   auto live = [&](size_t p) { return !(entries[p].load(std::memory_order_acquire) & entry::GONE); };
   size_t a = 0, b = npages;
   while (a < b && !live(a)) ++a;

@@ -18,6 +18,7 @@
 #include "backend.h"
 #include "common.h"
 #include "entry.h"
+#include "lazy_array.h"
 
 namespace umrt::rt {
 
@@ -30,13 +31,20 @@ struct Range : std::enable_shared_from_this<Range> {
   size_t size = 0;      // bytes asked for
   size_t npages = 0;    // pages covering size
   size_t map_bytes = 0; // bytes mapped at start (npages * 4 KiB)
-  std::unique_ptr<Entry[]> entries;  // one per page: the source of truth (see entry.h)
+  // One per page: the source of truth (see entry.h). Costs what is touched (lazy_array.h): a
+  // reservation's untouched pages have entries that read as zero (NONE) and take no memory.
+  LazyArray<Entry> entries;
+  // Pages marked GONE so far (mark_page_gone): all_gone() and live_span() without a scan of
+  // every entry when nothing (or everything) is gone.
+  std::atomic<size_t> gone_pages{0};
 
-  // Device side. Large: own window, dblocks[i] covers pages [i*512, (i+1)*512).
-  // Packed: dblocks = {the pack}, pages live at pack_first.. in the pack's chunk.
+  // Device side. Large: own window; block i covers pages [i*512, (i+1)*512), made on first use
+  // (block_at) and owned by the range (deleted with it), listed from blocks_made.
+  // Packed: the pack, pages live at pack_first.. in the pack's chunk.
   bool packed = false;
   DevWindow window;                         // large ranges only
-  std::vector<std::unique_ptr<DBlock>> own; // large ranges: owned device blocks
+  LazyArray<std::atomic<DBlock *>> blocks;  // large ranges: block i, or null (never used)
+  std::atomic<DBlock *> blocks_made{nullptr};  // every block made, newest first (DBlock::next_made)
   DBlock *pack = nullptr;                   // packed ranges
   size_t pack_first = 0;                    // first page slot in the pack
   char *dev_base = nullptr;                 // device address of page 0
@@ -77,6 +85,9 @@ struct Range : std::enable_shared_from_this<Range> {
 
   // Mark the pages of [lo, hi) ∩ this range GONE (their host addresses were unmapped).
   void mark_gone(uintptr_t lo, uintptr_t hi);
+  // f(page) for every page of every block ever used (made blocks; all pages when packed).
+  template <class F>
+  void for_each_used_page(F &&f) const;
   // Nothing of the range is mapped any more (every page GONE).
   bool all_gone() const;
   // Pages [*first, *end) hold every page not GONE (first == end: none).
@@ -86,7 +97,26 @@ struct Range : std::enable_shared_from_this<Range> {
     return contains(a) && !(entries[page_of(a)].load(std::memory_order_acquire) & entry::GONE);
   }
 
-  DBlock *dblock(size_t page) const { return packed ? pack : own[page / kBlockPages].get(); }
+  Range() = default;
+  ~Range();  // deletes the blocks made (range.cpp)
+  Range(const Range &) = delete;
+  Range &operator=(const Range &) = delete;
+
+  // page's device block, or null if it was never used (a large range's block not made yet).
+  DBlock *dblock(size_t page) const {
+    return packed ? pack : blocks[page / kBlockPages].load(std::memory_order_acquire);
+  }
+  // page's device block, made now if it does not exist yet (lock-free; null only when out of
+  // host memory). Every batch gets its block through this.
+  DBlock *block_at(size_t page);
+  // f(DBlock &) for every block the range has (made ones only; its pack when packed).
+  template <class F>
+  void each_block(F &&f) const;
+  // Mark page p GONE (counted once).
+  void mark_page_gone(size_t p) {
+    if (!(entries[p].fetch_or(entry::GONE, std::memory_order_acq_rel) & entry::GONE))
+      gone_pages.fetch_add(1, std::memory_order_acq_rel);
+  }
   // Pages [first, end) that share page's device block.
   size_t block_first(size_t page) const { return packed ? 0 : page / kBlockPages * kBlockPages; }
   size_t block_end(size_t page) const {

@@ -89,10 +89,10 @@ constexpr uint64_t kEvacuationTimeNs = 5'000'000'000;  // then what is left is r
 
 void recheck_moved(Range &r) {
   std::vector<unsigned char> vec(kBlockPages);
-  for (size_t bf = 0; bf < r.npages; bf = r.block_end(bf)) {
-    const size_t be = r.block_end(bf);
-    if (r.dblock(bf)->resident.load(std::memory_order_acquire) == 0) continue;
-    if (mincore(r.addr(bf), (be - bf) * kPageSize, vec.data()) != 0) continue;
+  r.each_block([&](const DBlock &db) {  // blocks never made hold no device pages
+    if (db.resident.load(std::memory_order_acquire) == 0) return;
+    const size_t bf = r.packed ? 0 : db.win_offset / kBlockSize * kBlockPages, be = r.block_end(bf);
+    if (mincore(r.addr(bf), (be - bf) * kPageSize, vec.data()) != 0) return;
     for (size_t p = bf; p < be; ++p) {
       if (!(vec[p - bf] & 1)) continue;
       Entry &e = r.entries[p];
@@ -101,7 +101,7 @@ void recheck_moved(Range &r) {
       if (entry::loc(old) == Loc::DEVICE) madvise(r.addr(p), kPageSize, MADV_DONTNEED);
       entry_unlock(e);
     }
-  }
+  });
 }
 
 void batch_done(Range &r) {
@@ -194,7 +194,7 @@ bool Remaps::step(Evacuation &ev) {
   // user unmapped the destination already and there is nothing to unregister).
   size_t bytes = 0;
   for (auto [a, b] : ev.runs) {
-    for (size_t p = a; p < b; ++p) entry_mark_gone(r.entries[p]);
+    for (size_t p = a; p < b; ++p) r.mark_page_gone(p);
     void *at = reinterpret_cast<void *>(ev.dst + ((a - ev.p0) << kPageShift));
     rt_.uffd.unregister_range(at, (b - a) << kPageShift);
     rt_.uffd.wake(at, (b - a) << kPageShift);

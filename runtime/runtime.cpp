@@ -118,13 +118,16 @@ void Runtime::reap_zombies() {
 void Runtime::release_host(Range &r, bool unmap) {
   // Only what is still mapped: a hole the user unmapped (GONE) may hold someone else's mapping.
   auto present = [&](size_t i) { return !(r.entries[i].load(std::memory_order_acquire) & entry::GONE); };
-  for_runs(r.npages, present, [&](size_t i, size_t j) {
+  auto release = [&](size_t i, size_t j) {
     // Freed: inaccessible first, so that a thread still reading it (a use after free) gets
     // SIGSEGV rather than the fresh zeros of a mapping that is no longer registered.
     if (unmap) mprotect(r.addr(i), (j - i) * kPageSize, PROT_NONE);
     uffd.unregister_range(r.addr(i), (j - i) * kPageSize);
     if (unmap) munmap(r.addr(i), (j - i) * kPageSize);
-  });
+  };
+  // Nothing GONE: one run, no pass over the entries.
+  if (r.gone_pages.load(std::memory_order_acquire) == 0) release(0, r.npages);
+  else for_runs(r.npages, present, release);
   // Plain memory an mremap() growth appended (remap.cpp): part of the user's mapping.
   const uintptr_t begin = r.tail_begin.load(), tail = r.tail_end.load();
   if (unmap && begin && tail > begin) munmap(reinterpret_cast<void *>(begin), tail - begin);
@@ -152,14 +155,11 @@ std::vector<RangePtr> Runtime::stop() {
   // A pass over every page: only where invariants are checked (callers hold g_life exclusively
   // after a successful bring_home, so nothing can have gone back to the device).
   for (const RangePtr &r : left)
-    for (size_t i = 0; i < r->npages; ++i) {
-      const uint64_t e = r->entries[i].load(std::memory_order_acquire);
-      if (entry::loc(e) == Loc::DEVICE && !(e & entry::GONE)) {
-        log(Level::error, "stop: range %p page %zu is still on the device: its data is dropped",
-            (void *)r->start(), i);
-        break;
-      }
-    }
+    r->each_block([&](const DBlock &b) {
+      if (b.resident.load() && !r->all_gone())
+        log(Level::error, "stop: range %p holds %u pages on the device: their data is dropped",
+            (void *)r->start(), b.resident.load());
+    });
 #endif
   for (const RangePtr &r : left) {
     ranges.remove(r.get());

@@ -75,6 +75,7 @@ struct Alloc {
   std::vector<uint8_t> maybe_zero;    // per page: discarded while on the device (old or zero)
   bool shrunk = false;                // process events: shrunk by mremap
   std::vector<uint8_t> mlocked;       // per page: mlock()ed (umrt cannot move it to the device)
+  bool split = false;                 // advice or mlock on part of it may have split its mapping
   size_t npages() const { return (size + kPage - 1) / kPage; }
   size_t map_bytes() const { return npages() * kPage; }
   bool contains(uintptr_t a) const {
@@ -552,6 +553,7 @@ void op_advise(State &st, FuzzedDataProvider &in) {
                   : k == 7 ? syscall(SYS_munlock, at, n * kPage)
                            : madvise(at, n * kPage, advice[k]);
   note("%s(%p page %zu, %zu pages) = %ld", names[k], (void *)a->p, first, n, rc);
+  if (rc == 0 && (k == 1 || k == 2 || k >= 6)) a->split = true;  // flags of part of a mapping
   if (rc == 0 && k >= 6)
     for (size_t pg = first; pg < first + n; ++pg) a->mlocked[pg] = k == 6;
   // Whatever the kernel says, the data must not change (checked after the step).
@@ -798,6 +800,15 @@ void op_process_event(State &st, FuzzedDataProvider &in) {
       uint8_t *to = reinterpret_cast<uint8_t *>(round_up(reinterpret_cast<uintptr_t>(hole), align));
       note("mremap(%p, %zu -> %p) [whole range moved]", (void *)a.p, len, (void *)to);
       void *r = mremap(a.p, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, to);
+      if (r == MAP_FAILED && errno == EFAULT && a.split) {
+        // Advice or mlock on part of the range split its mapping: the kernel moves one mapping
+        // per call, so nothing moved and the range is still where it was.
+        note("  -> EFAULT (the range's mapping was split by advice): nothing moved");
+        munmap(hole, len + align);
+        void *d = nullptr;
+        expect_status(umrt_device_pointer(a.p, &d), UMRT_SUCCESS, "umrt_device_pointer(range after a refused mremap)");
+        break;
+      }
       if (r == MAP_FAILED) fail("mremap: %s", std::strerror(errno));
       if (to > hole) munmap(hole, static_cast<size_t>(to - static_cast<uint8_t *>(hole)));
       if (to + len < static_cast<uint8_t *>(hole) + len + align)

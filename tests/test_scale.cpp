@@ -1,0 +1,166 @@
+// test_scale.cpp — costs that must grow with what is used, not with what is reserved or counted
+// (issue "Scale"): a huge reservation costs no memory until touched and works where touched,
+// many small allocations share mappings and device packs, and a freed slot is reused. Resource
+// counts (resident memory, mappings, device bytes), never times: speed lives in umrt-bench scale.
+// Written against umrt.h only.
+#include <sys/mman.h>
+
+#include <cstring>
+#include <fstream>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "test_util.h"
+
+using namespace umrt_test;
+
+namespace {
+
+// A field of /proc/self/status in KiB (VmRSS: resident now; VmHWM: peak since reset_peak_rss).
+long status_kib(const char *field) {
+  std::ifstream f("/proc/self/status");
+  std::string l;
+  while (std::getline(f, l))
+    if (l.rfind(field, 0) == 0) return std::stol(l.substr(std::strlen(field)));
+  return -1;
+}
+long rss_kib() { return status_kib("VmRSS:"); }
+long peak_rss_kib() { return status_kib("VmHWM:"); }
+// Writing 5 to clear_refs resets the peak resident set.
+bool reset_peak_rss() {
+  std::ofstream f("/proc/self/clear_refs");
+  f << "5";
+  f.flush();
+  return bool(f);
+}
+
+long mapping_count() {
+  std::ifstream f("/proc/self/maps");
+  std::string l;
+  long n = 0;
+  while (std::getline(f, l)) ++n;
+  return n;
+}
+
+class Scale : public UmrtTest {
+ protected:
+  bool ValidateAtEnd() const override { return true; }
+  std::chrono::seconds TimeLimit() const override { return std::chrono::seconds(120); }
+};
+
+// 1 TiB reserved: no page state up front (it was 2 GiB of resident memory), and the pages
+// touched far apart behave like any others (fault, device and back, validate, free).
+TEST_F(Scale, HugeReservationCostsWhatIsTouched) {
+  const size_t bytes = size_t{1} << 40;
+  const long before = rss_kib();
+  void *p = nullptr;
+  ASSERT_EQ(umrt_malloc(&p, bytes), UMRT_SUCCESS) << last_error();
+  const long after = rss_kib();
+  EXPECT_LT(after - before, 1024) << "umrt_malloc(1 TiB) grew the resident set by " << (after - before) << " KiB";
+  auto *b = static_cast<uint8_t *>(p);
+  // Three places far apart: the first page, the middle, the last page.
+  const size_t at[] = {0, bytes / 2 + 12345 * kPage, bytes - kPage};
+  for (size_t i = 0; i < 3; ++i) fill_pattern(b + at[i], kPage, 40 + i);
+  ASSERT_EQ(umrt_prefetch(b + at[1], 2 * MiB, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
+  EXPECT_TRUE(all_pages_at(b + at[1], 2 * MiB, UMRT_LOCATION_DEVICE));
+  ASSERT_EQ(umrt_prefetch(b + at[2], kPage, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
+  EXPECT_EQ(umrt_validate(), UMRT_SUCCESS) << last_error();
+  for (size_t i = 0; i < 3; ++i) EXPECT_TRUE(check_pattern(b + at[i], kPage, 40 + i)) << "place " << i;
+  EXPECT_TRUE(check_zero(b + at[1] + kPage, kPage));  // untouched, next to a touched page
+  EXPECT_LT(rss_kib() - before, 16 * 1024) << "touching three places of 1 TiB cost more than 16 MiB";
+  // A prefetch to host of the whole reservation only visits what was used.
+  ASSERT_EQ(umrt_prefetch(b, bytes, UMRT_LOCATION_HOST, nullptr), UMRT_SUCCESS) << last_error();
+  EXPECT_TRUE(all_pages_at(b + at[1], 2 * MiB, UMRT_LOCATION_HOST));
+  EXPECT_LT(rss_kib() - before, 16 * 1024) << "a to-host prefetch of 1 TiB made page state for all of it";
+  EXPECT_EQ(umrt_validate(), UMRT_SUCCESS) << last_error();
+  EXPECT_EQ(umrt_free(p), UMRT_SUCCESS) << last_error();
+}
+
+// Shutdown with a huge reservation holding device pages: they come home, untouched blocks are
+// not visited (no page state made for them).
+TEST_F(Scale, ShutdownWithAHugeReservation) {
+  const size_t bytes = size_t{1} << 40;
+  void *p = nullptr;
+  ASSERT_EQ(umrt_malloc(&p, bytes), UMRT_SUCCESS) << last_error();
+  auto *b = static_cast<uint8_t *>(p);
+  const size_t mid = bytes / 2;
+  fill_pattern(b + mid, 4 * kPage, 44);
+  ASSERT_EQ(umrt_prefetch(b + mid, 4 * kPage, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
+  const long before = rss_kib();
+  if (!reset_peak_rss()) GTEST_SKIP() << "cannot reset the peak resident set (/proc/self/clear_refs)";
+  ASSERT_EQ(umrt_shutdown(), UMRT_SUCCESS) << last_error();
+  EXPECT_LT(peak_rss_kib() - before, 16 * 1024) << "shutdown made page state for every block of 1 TiB";
+  EXPECT_TRUE(check_pattern(b + mid, 4 * kPage, 44));  // plain host memory now
+  EXPECT_EQ(umrt_free(p), UMRT_SUCCESS) << last_error();  // unmaps what shutdown left
+  initialised_ = false;
+}
+
+// The user munmap()s a huge reservation with a few pages used: umrt forgets it without page
+// state for the pages never used.
+TEST_F(Scale, MunmapOfAHugeReservation) {
+  const size_t bytes = size_t{1} << 40;
+  void *p = nullptr;
+  ASSERT_EQ(umrt_malloc(&p, bytes), UMRT_SUCCESS) << last_error();
+  auto *b = static_cast<uint8_t *>(p);
+  fill_pattern(b + bytes / 3, 8 * kPage, 45);
+  ASSERT_EQ(umrt_prefetch(b + bytes / 3, 4 * kPage, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
+  const long before = rss_kib();
+  if (!reset_peak_rss()) GTEST_SKIP() << "cannot reset the peak resident set (/proc/self/clear_refs)";
+  ASSERT_EQ(munmap(p, bytes), 0) << strerror(errno);
+  EXPECT_EQ(umrt_free(p), UMRT_ERROR_INVALID_VALUE) << "a munmap()ed range is still known";
+  EXPECT_LT(peak_rss_kib() - before, 16 * 1024) << "the munmap made page state for every page of 1 TiB";
+  EXPECT_EQ(umrt_validate(), UMRT_SUCCESS) << last_error();
+  umrt_stats st{};
+  ASSERT_EQ(umrt_get_stats(&st), UMRT_SUCCESS) << last_error();
+  EXPECT_EQ(st.device_bytes_in_use, 0u) << "its device memory was not given back";
+}
+
+// 100,000 small allocations: the kernel merges their mappings (same flags, same userfaultfd),
+// so the mapping count stays far below the count of allocations (the default limit is 65530
+// mappings per process), and they share device packs.
+TEST_F(Scale, ManySmallAllocationsShareMappingsAndPacks) {
+  constexpr size_t kCount = 100000;
+  const long maps0 = mapping_count();
+  std::vector<void *> v(kCount, nullptr);
+  for (size_t i = 0; i < kCount; ++i) {
+    ASSERT_EQ(umrt_malloc(&v[i], 1 + i % (3 * kPage)), UMRT_SUCCESS) << "allocation " << i << ": " << last_error();
+    if (i % 997 == 0) static_cast<uint8_t *>(v[i])[0] = static_cast<uint8_t>(i);
+  }
+  const long maps1 = mapping_count();
+  EXPECT_LT(maps1 - maps0, static_cast<long>(kCount / 20)) << "mappings grew from " << maps0 << " to " << maps1;
+  // Their device addresses are distinct and linear per allocation.
+  void *d0 = nullptr, *d1 = nullptr;
+  ASSERT_EQ(umrt_device_pointer(v[0], &d0), UMRT_SUCCESS) << last_error();
+  ASSERT_EQ(umrt_device_pointer(v[1], &d1), UMRT_SUCCESS) << last_error();
+  EXPECT_NE(d0, d1);
+  for (size_t i = 0; i < kCount; i += 997) EXPECT_EQ(static_cast<uint8_t *>(v[i])[0], static_cast<uint8_t>(i));
+  EXPECT_EQ(umrt_validate(), UMRT_SUCCESS) << last_error();
+  for (void *p : v) ASSERT_EQ(umrt_free(p), UMRT_SUCCESS) << last_error();
+}
+
+// A freed slot in a pack is found again: allocate, free every other one, allocate the same
+// size again: each new allocation takes one of the freed slots (device addresses seen before),
+// never a new pack.
+TEST_F(Scale, FreedPackSlotsAreReused) {
+  constexpr size_t kCount = 2048;  // 4 packs of 512 one-page slots
+  std::vector<void *> v(kCount, nullptr);
+  std::set<uintptr_t> freed;
+  for (size_t i = 0; i < kCount; ++i) ASSERT_EQ(umrt_malloc(&v[i], kPage), UMRT_SUCCESS) << last_error();
+  for (size_t i = 0; i < kCount; i += 2) {
+    void *d = nullptr;
+    ASSERT_EQ(umrt_device_pointer(v[i], &d), UMRT_SUCCESS) << last_error();
+    freed.insert(reinterpret_cast<uintptr_t>(d));
+    ASSERT_EQ(umrt_free(v[i]), UMRT_SUCCESS) << last_error();
+  }
+  for (size_t i = 0; i < kCount; i += 2) {
+    ASSERT_EQ(umrt_malloc(&v[i], kPage), UMRT_SUCCESS) << last_error();
+    void *d = nullptr;
+    ASSERT_EQ(umrt_device_pointer(v[i], &d), UMRT_SUCCESS) << last_error();
+    EXPECT_EQ(freed.erase(reinterpret_cast<uintptr_t>(d)), 1u) << "allocation " << i << " did not take a freed slot";
+  }
+  EXPECT_EQ(umrt_validate(), UMRT_SUCCESS) << last_error();
+  for (void *p : v) ASSERT_EQ(umrt_free(p), UMRT_SUCCESS) << last_error();
+}
+
+}  // namespace
