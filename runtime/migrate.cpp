@@ -143,16 +143,26 @@ int migrate_span(Runtime &rt, Range &r, size_t first, size_t n, Dir dir, Why why
   const bool fits = blocks * kBlockSize <= rt.devmem.capacity();
   const uint64_t span = dir == Dir::to_device && fits ? spans.fetch_add(1) + 1 : 0;
   if (r.block_end(first) >= end) return migrate_lane(rt, r, first, end, dir, why, 0, 1, span);
-  int rc1 = 0;
-  std::thread other;
-  try {
-    other = start_thread("umrt-lane", [&] { rc1 = migrate_lane(rt, r, first, end, dir, why, 1, 2, span); });
-  } catch (...) {  // no thread to be had: one lane (never let an exception out)
-    return migrate_lane(rt, r, first, end, dir, why, 0, 1, span);
-  }
+  // Lane 1 on one of the runtime's lane threads (none idle: this thread runs both lanes).
+  struct Lane1 {
+    Runtime &rt;
+    Range &r;
+    size_t first, end;
+    Dir dir;
+    Why why;
+    uint64_t span;
+    int rc = 0;
+  } l1{rt, r, first, end, dir, why, span};
+  LaneJob job;
+  job.ctx = &l1;
+  job.fn = [](void *c) {
+    auto &l = *static_cast<Lane1 *>(c);
+    l.rc = migrate_lane(l.rt, l.r, l.first, l.end, l.dir, l.why, 1, 2, l.span);
+  };
+  if (!rt.lanes.try_run(&job)) return migrate_lane(rt, r, first, end, dir, why, 0, 1, span);
   int rc0 = migrate_lane(rt, r, first, end, dir, why, 0, 2, span);
-  other.join();
-  return rc0 ? rc0 : rc1;
+  job.wait();
+  return rc0 ? rc0 : l1.rc;
 }
 
 int evict_pages(void *ctx, Range &r, size_t first, size_t n) {

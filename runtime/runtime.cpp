@@ -70,6 +70,9 @@ umrt_status Runtime::start(const umrt_config &c) {
     log(Level::info, "tracing batches to %s (Chrome trace JSON)", path);
   }
   devmem.init(backend.get(), &evict_pages, this);
+  // Two: enough for two multi-block prefetches at once to get their second lane; a third runs
+  // its lanes one after the other (docs/design.md, "Two lanes for long spans").
+  if (lanes.start(2)) return set_error(UMRT_ERROR_OUT_OF_MEMORY, "lane threads: no thread to be had");
   rc = faults.start(this);
   if (rc) return set_error(UMRT_ERROR_NOT_SUPPORTED, "fault service: %s", strerror(-rc));
   log(Level::info, "started: backend %s, device memory %llu MiB, %u copy engines%s", backend->name(),
@@ -167,6 +170,7 @@ std::vector<RangePtr> Runtime::stop() {
     release_host(*r, false);
   }
   reap_zombies();
+  lanes.stop();
   faults.stop();
   devmem.shutdown();
   backend.reset();

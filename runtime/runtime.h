@@ -8,6 +8,7 @@
 
 #include "backend.h"
 #include "devmem.h"
+#include "lanes.h"
 #include "range.h"
 #include "trace.h"
 #include "uffd.h"
@@ -50,6 +51,7 @@ struct Runtime {
   RangeTable ranges;
   DevMem devmem;
   FaultService faults;
+  Lanes lanes;  // second lanes of multi-block spans (migrate.cpp)
   Stats stats;
   Trace trace;  // UMRT_TRACE
 

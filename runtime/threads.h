@@ -31,10 +31,9 @@ std::thread start_thread(const char *name, F &&f) {
     sigset_t *old;
     ~Restore() { pthread_sigmask(SIG_SETMASK, old, nullptr); }
   } restore{&old};
-  return std::thread([name, fn = std::forward<F>(f)]() mutable {
-    pthread_setname_np(pthread_self(), name);
-    fn();
-  });
+  std::thread t([fn = std::forward<F>(f)]() mutable { fn(); });
+  pthread_setname_np(t.native_handle(), name);  // named before start_thread returns
+  return t;
 }
 
 }  // namespace umrt::rt

@@ -3,7 +3,11 @@
 // many small allocations share mappings and device packs, and a freed slot is reused. Resource
 // counts (resident memory, mappings, device bytes), never times: speed lives in umrt-bench scale.
 // Written against umrt.h only.
+#include <dirent.h>
 #include <sys/mman.h>
+
+#include <atomic>
+#include <thread>
 
 #include <cstring>
 #include <fstream>
@@ -161,6 +165,63 @@ TEST_F(Scale, FreedPackSlotsAreReused) {
   }
   EXPECT_EQ(umrt_validate(), UMRT_SUCCESS) << last_error();
   for (void *p : v) ASSERT_EQ(umrt_free(p), UMRT_SUCCESS) << last_error();
+}
+
+// Threads of this process named `name` (their TIDs), from /proc/self/task/*/comm.
+std::set<long> threads_named(const std::string &name) {
+  std::set<long> out;
+  DIR *d = opendir("/proc/self/task");
+  if (!d) return out;
+  while (dirent *e = readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    std::ifstream f(std::string("/proc/self/task/") + e->d_name + "/comm");
+    std::string comm;
+    if (std::getline(f, comm) && comm == name) out.insert(std::stol(e->d_name));
+  }
+  closedir(d);
+  return out;
+}
+
+// Multi-block prefetches run their second lane on threads that live for the runtime: the same
+// lane threads before, during and after, from any number of callers at once (no thread made
+// per call, as the old std::thread per span did).
+TEST_F(Scale, PrefetchLanesAreThreadsOfTheRuntime) {
+  const std::set<long> lanes = threads_named("umrt-lane");
+  ASSERT_FALSE(lanes.empty()) << "no umrt-lane thread right after umrt_init";
+  constexpr int kCallers = 3;  // one more than lane threads: the third runs its lanes itself
+  const size_t bytes = 8 * MiB;
+  std::vector<void *> p(kCallers, nullptr);
+  for (int i = 0; i < kCallers; ++i) {
+    ASSERT_EQ(umrt_malloc(&p[i], bytes), UMRT_SUCCESS) << last_error();
+    fill_pattern(p[i], bytes, 50 + i);
+  }
+  std::atomic<int> failures{0};
+  std::atomic<bool> done{false};
+  std::set<long> seen_during;
+  std::thread watcher([&] {
+    while (!done.load()) {
+      for (long t : threads_named("umrt-lane")) seen_during.insert(t);
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+  });
+  std::vector<std::thread> callers;
+  for (int i = 0; i < kCallers; ++i)
+    callers.emplace_back([&, i] {
+      for (int round = 0; round < 8; ++round) {
+        const umrt_location to = round % 2 ? UMRT_LOCATION_HOST : UMRT_LOCATION_DEVICE;
+        if (umrt_prefetch(p[i], bytes, to, nullptr) != UMRT_SUCCESS) failures.fetch_add(1);
+      }
+    });
+  for (auto &t : callers) t.join();
+  done = true;
+  watcher.join();
+  EXPECT_EQ(failures.load(), 0) << last_error();
+  EXPECT_EQ(threads_named("umrt-lane"), lanes) << "the lane threads changed";
+  EXPECT_EQ(seen_during, lanes) << "a lane thread was made for a call";
+  for (int i = 0; i < kCallers; ++i) {
+    EXPECT_TRUE(check_pattern(p[i], bytes, 50 + i));
+    EXPECT_EQ(umrt_free(p[i]), UMRT_SUCCESS) << last_error();
+  }
 }
 
 }  // namespace
