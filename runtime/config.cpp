@@ -144,6 +144,11 @@ umrt_status resolve_config(umrt_config *c) {
     return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_config.write_fault %d is not a policy",
                      enum_int(c->write_fault));
   }
+  if (c->device_pool == 0 && (v = std::getenv("UMRT_DEVICE_POOL")) && *v) {
+    if (!std::strcmp(v, "none")) c->device_pool = 1;  // below one chunk: keep none
+    else if (!parse_bytes(v, &c->device_pool) || c->device_pool == 0)
+      return bad_env("UMRT_DEVICE_POOL", v, "a byte count such as 256M, or none");
+  }
   if (c->sim_bandwidth_gbps == 0 && (v = std::getenv("UMRT_SIM_BANDWIDTH")) && *v) {
     char *end = nullptr;
     double d = std::strtod(v, &end);

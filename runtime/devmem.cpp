@@ -9,13 +9,15 @@
 
 namespace umrt::rt {
 
-void DevMem::init(Backend *be, EvictFn fn, void *ctx) {
+void DevMem::init(Backend *be, EvictFn fn, void *ctx, uint64_t pool_bytes) {
   be_ = be;
   evict_ = fn;
   ctx_ = ctx;
   nchunks_ = static_cast<uint32_t>(be->capacity() / kBlockSize);
+  pool_max_ = static_cast<uint32_t>(std::min<uint64_t>(pool_bytes / kBlockSize, nchunks_));
   free_.clear();
-  for (uint32_t c = nchunks_; c-- > 0;) free_.push_back(c);  // low indices first
+  bare_.clear();
+  for (uint32_t c = nchunks_; c-- > 0;) bare_.push_back(c);  // low indices first
 }
 
 void DevMem::shutdown() {
@@ -27,6 +29,9 @@ void DevMem::shutdown() {
   packs_.clear();
   room_.clear();
   lru_.clear();
+  for (uint32_t c : free_) be_->chunk_release(c);  // the pool goes back to the system
+  bare_.insert(bare_.end(), free_.begin(), free_.end());
+  free_.clear();
 }
 
 int DevMem::setup_range(Range &r) {
@@ -90,11 +95,21 @@ void DevMem::update_room_locked(DBlock *p) {
   if (best) room_.insert({best, p});
 }
 
+void DevMem::put_free_locked(uint32_t c) {
+  // Kept ready (its memory stays allocated: sim arena pages, a cuda handle) up to the pool's
+  // watermark; past it the memory goes back to the system.
+  if (free_.size() < pool_max_) {
+    free_.push_back(c);
+  } else {
+    be_->chunk_release(c);
+    bare_.push_back(c);
+  }
+}
+
 void DevMem::free_chunk_locked(DBlock *b) {
   if (b->chunk == kNoChunk) return;
   be_->chunk_unmap(b->win, b->win_offset);
-  be_->chunk_release(b->chunk);
-  free_.push_back(b->chunk);
+  put_free_locked(b->chunk);
   b->chunk = kNoChunk;
   lru_.erase(b->lru_it);
   cv_.notify_all();
@@ -163,11 +178,13 @@ int DevMem::ensure_chunk(DBlock *b, uint64_t span) {
   int last_err = -ENOMEM;
   for (;;) {
     if (b->chunk != kNoChunk) return 0;
-    if (!free_.empty()) {
-      uint32_t c = free_.back();
+    // A ready chunk first (its memory is allocated already), else one never used or released.
+    if (!free_.empty() || !bare_.empty()) {
+      std::vector<uint32_t> &from = free_.empty() ? bare_ : free_;
+      uint32_t c = from.back();
       int rc = be_->chunk_map(b->win, b->win_offset, c);
       if (rc) return rc;
-      free_.pop_back();
+      from.pop_back();
       b->chunk = c;
       b->lru_it = lru_.insert(lru_.end(), b);
       return 0;
@@ -204,7 +221,7 @@ int DevMem::ensure_chunk(DBlock *b, uint64_t span) {
       // The victim is empty: its chunk goes to the free list and the loop takes it from there
       // (another batch on b may have given b a chunk meanwhile: then this one stays free).
       be_->chunk_unmap(v->win, v->win_offset);
-      free_.push_back(v->chunk);
+      put_free_locked(v->chunk);
       v->chunk = kNoChunk;
       lru_.erase(v->lru_it);
       evictions_.fetch_add(1, std::memory_order_relaxed);
@@ -221,7 +238,7 @@ int DevMem::ensure_chunk(DBlock *b, uint64_t span) {
 
 uint64_t DevMem::bytes_in_use() {
   std::lock_guard g(mu_);
-  return uint64_t{nchunks_ - static_cast<uint32_t>(free_.size())} * kBlockSize;
+  return uint64_t{nchunks_ - static_cast<uint32_t>(free_.size() + bare_.size())} * kBlockSize;
 }
 
 bool DevMem::validate(const std::vector<RangePtr> &ranges, std::string *why) {
@@ -247,6 +264,11 @@ bool DevMem::validate(const std::vector<RangePtr> &ranges, std::string *why) {
     return false;
   };
   std::vector<int> owner(nchunks_, 0);
+  if (free_.size() > pool_max_) return fail("%zu chunks kept ready, above the pool's %u", free_.size(), pool_max_);
+  for (uint32_t c : bare_) {
+    if (c >= nchunks_) return fail("free chunk %u out of range", c);
+    if (owner[c]++) return fail("chunk %u listed free twice", c);
+  }
   for (uint32_t c : free_) {
     if (c >= nchunks_) return fail("free chunk %u out of range", c);
     if (owner[c]++) return fail("chunk %u listed free twice", c);

@@ -84,7 +84,8 @@ class DevMem {
   // Evicts pages [first, first+n) of r to host; the block's busy is already held.
   using EvictFn = int (*)(void *ctx, Range &r, size_t first, size_t n);
 
-  void init(Backend *be, EvictFn fn, void *ctx);
+  // pool_bytes: released device memory kept ready for reuse (the pool's watermark).
+  void init(Backend *be, EvictFn fn, void *ctx, uint64_t pool_bytes);
   void shutdown();
 
   int setup_range(Range &r);       // device window or pack slot (no physical memory yet)
@@ -107,6 +108,7 @@ class DevMem {
 
  private:
   void free_chunk_locked(DBlock *b);
+  void put_free_locked(uint32_t c);  // a chunk no block holds (unmapped): to the pool or back
   void wait_idle(std::unique_lock<std::mutex> &lk, DBlock &b);  // until b.busy == 0
   Backend *be_ = nullptr;
   EvictFn evict_ = nullptr;
@@ -114,7 +116,11 @@ class DevMem {
   std::mutex mu_;
   std::condition_variable cv_;
   uint32_t nchunks_ = 0;
-  std::vector<uint32_t> free_;                 // free chunk indices (stack)
+  // Free chunks: ready ones (memory still allocated by the backend, at most pool_max_) are
+  // taken first; bare ones were never used or gave their memory back (chunk_release).
+  std::vector<uint32_t> free_;
+  std::vector<uint32_t> bare_;
+  uint32_t pool_max_ = 0;
   std::list<DBlock *> lru_;                    // blocks holding a chunk, least recent first
   // Packs, and the packs with free slots ordered by their longest free run: a small range
   // takes the pack with the shortest run that fits (best fit, O(log packs)), so the cost of

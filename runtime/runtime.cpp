@@ -69,7 +69,8 @@ umrt_status Runtime::start(const umrt_config &c) {
       return set_error(UMRT_ERROR_INVALID_VALUE, "UMRT_TRACE=%s: cannot write: %s", path, strerror(-trc));
     log(Level::info, "tracing batches to %s (Chrome trace JSON)", path);
   }
-  devmem.init(backend.get(), &evict_pages, this);
+  if (cfg.device_pool == 0) cfg.device_pool = cap / 4;
+  devmem.init(backend.get(), &evict_pages, this, cfg.device_pool);
   // Two: enough for two multi-block prefetches at once to get their second lane; a third runs
   // its lanes one after the other (docs/design.md, "Two lanes for long spans").
   if (lanes.start(2)) return set_error(UMRT_ERROR_OUT_OF_MEMORY, "lane threads: no thread to be had");

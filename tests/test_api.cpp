@@ -402,7 +402,7 @@ struct CleanEnv {
   ScopedEnv a{"UMRT_BACKEND", nullptr}, b{"UMRT_DEVICE_MEMORY", nullptr}, c{"UMRT_LOG", nullptr},
       d{"UMRT_COPY_THREADS", nullptr}, e{"UMRT_PREFETCH_MIN", nullptr},
       f{"UMRT_PREFETCH_MAX", nullptr}, g{"UMRT_WRITE_FAULT", nullptr},
-      h{"UMRT_SIM_BANDWIDTH", nullptr}, i{"UMRT_SIM_LATENCY_US", nullptr};
+      h{"UMRT_SIM_BANDWIDTH", nullptr}, i{"UMRT_SIM_LATENCY_US", nullptr}, j{"UMRT_DEVICE_POOL", nullptr};
 };
 
 // Calls before umrt_init initialise lazily (with the environment's configuration).
@@ -471,7 +471,7 @@ TEST(ApiInit, ConfigDefaultsReadTheEnvironment) {
   CleanEnv env;
   ScopedEnv a("UMRT_BACKEND", "sim"), b("UMRT_DEVICE_MEMORY", "96M"), c("UMRT_LOG", "error"),
       d("UMRT_COPY_THREADS", "3"), e("UMRT_PREFETCH_MIN", "8"), f("UMRT_PREFETCH_MAX", "64"),
-      g("UMRT_WRITE_FAULT", "wait");
+      g("UMRT_WRITE_FAULT", "wait"), h("UMRT_DEVICE_POOL", "10M");
   umrt_config cfg;
   std::memset(&cfg, 0, sizeof cfg);
   ASSERT_EQ(umrt_config_defaults(&cfg), UMRT_SUCCESS) << last_error();
@@ -482,6 +482,14 @@ TEST(ApiInit, ConfigDefaultsReadTheEnvironment) {
   EXPECT_EQ(cfg.prefetch_min_pages, 8u);
   EXPECT_EQ(cfg.prefetch_max_pages, 64u);
   EXPECT_EQ(cfg.write_fault, UMRT_WRITE_FAULT_WAIT);
+  EXPECT_EQ(cfg.device_pool, 10 * MiB);
+  {
+    ScopedEnv none("UMRT_DEVICE_POOL", "none");
+    umrt_config c2;
+    ASSERT_EQ(umrt_config_defaults(&c2), UMRT_SUCCESS) << last_error();
+    EXPECT_LT(c2.device_pool, 2 * MiB) << "none keeps no chunk";
+    EXPECT_NE(c2.device_pool, 0u) << "none must not read as the default";
+  }
   // umrt_config_defaults is output-only: what was in the struct does not matter.
   umrt_config junk;
   std::memset(&junk, 0x7f, sizeof junk);
@@ -516,6 +524,7 @@ TEST(ApiInit, BadEnvironmentIsRefused) {
       {"UMRT_DEVICE_MEMORY", "lots"},  {"UMRT_LOG", "loud"},
       {"UMRT_WRITE_FAULT", "maybe"},   {"UMRT_COPY_THREADS", "two"},
       {"UMRT_PREFETCH_MAX", "100000"}, {"UMRT_SIM_BANDWIDTH", "fast"},
+      {"UMRT_DEVICE_POOL", "some"},    {"UMRT_DEVICE_POOL", "0"},
   };
   for (const BadEnv &b : bad) {
     SCOPED_TRACE(std::string(b.name) + "=" + b.value);

@@ -5,6 +5,8 @@
 // Written against umrt.h only.
 #include <dirent.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <thread>
@@ -165,6 +167,72 @@ TEST_F(Scale, FreedPackSlotsAreReused) {
   }
   EXPECT_EQ(umrt_validate(), UMRT_SUCCESS) << last_error();
   for (void *p : v) ASSERT_EQ(umrt_free(p), UMRT_SUCCESS) << last_error();
+}
+
+// Bytes the sim backend's device arena (a memfd) holds now, or -1 if not found.
+long long sim_arena_bytes() {
+  DIR *d = opendir("/proc/self/fd");
+  if (!d) return -1;
+  long long bytes = -1;
+  while (dirent *e = readdir(d)) {
+    char link[256] = {};
+    const std::string path = std::string("/proc/self/fd/") + e->d_name;
+    if (readlink(path.c_str(), link, sizeof link - 1) <= 0) continue;
+    if (std::string(link).find("memfd:umrt-sim-arena") == std::string::npos) continue;
+    struct stat st {};
+    if (stat(path.c_str(), &st) == 0) bytes = static_cast<long long>(st.st_blocks) * 512;
+  }
+  closedir(d);
+  return bytes;
+}
+
+class DevicePool : public Scale {
+ protected:
+  void Configure(umrt_config &cfg) override {
+    cfg.device_memory = 64 * MiB;
+    cfg.device_pool = 16 * MiB;
+  }
+};
+
+// Released device memory is kept ready up to the pool's watermark (sim: the arena keeps those
+// pages) and reused before fresh chunks; past the watermark it goes back to the system.
+TEST_F(DevicePool, KeepsReleasedChunksUpToItsWatermark) {
+  if (on_cuda()) GTEST_SKIP() << "reads the sim arena's allocation";
+  ASSERT_EQ(sim_arena_bytes(), 0) << "arena not found, or not empty at start";
+  void *a = nullptr;
+  ASSERT_EQ(umrt_malloc(&a, 32 * MiB), UMRT_SUCCESS) << last_error();
+  fill_pattern(a, 32 * MiB, 60);
+  ASSERT_EQ(umrt_prefetch(a, 32 * MiB, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
+  EXPECT_GE(sim_arena_bytes(), 32ll * MiB) << "device pages without arena memory";
+  ASSERT_EQ(umrt_free(a), UMRT_SUCCESS) << last_error();
+  EXPECT_EQ(sim_arena_bytes(), 16ll * MiB) << "the pool should keep exactly its 16 MiB";
+  void *b = nullptr;
+  ASSERT_EQ(umrt_malloc(&b, 16 * MiB), UMRT_SUCCESS) << last_error();
+  fill_pattern(b, 16 * MiB, 61);
+  ASSERT_EQ(umrt_prefetch(b, 16 * MiB, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
+  EXPECT_EQ(sim_arena_bytes(), 16ll * MiB) << "a new allocation took fresh chunks instead of the pool's";
+  EXPECT_TRUE(check_pattern(b, 16 * MiB, 61));
+  EXPECT_EQ(umrt_validate(), UMRT_SUCCESS) << last_error();
+  ASSERT_EQ(umrt_free(b), UMRT_SUCCESS) << last_error();
+}
+
+class NoDevicePool : public DevicePool {
+ protected:
+  void Configure(umrt_config &cfg) override {
+    cfg.device_memory = 64 * MiB;
+    cfg.device_pool = 1;  // below one chunk: none kept
+  }
+};
+
+TEST_F(NoDevicePool, GivesEveryReleasedChunkBack) {
+  if (on_cuda()) GTEST_SKIP() << "reads the sim arena's allocation";
+  void *a = nullptr;
+  ASSERT_EQ(umrt_malloc(&a, 8 * MiB), UMRT_SUCCESS) << last_error();
+  fill_pattern(a, 8 * MiB, 62);
+  ASSERT_EQ(umrt_prefetch(a, 8 * MiB, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
+  EXPECT_GE(sim_arena_bytes(), 8ll * MiB);
+  ASSERT_EQ(umrt_free(a), UMRT_SUCCESS) << last_error();
+  EXPECT_EQ(sim_arena_bytes(), 0) << "released chunks kept although the pool is off";
 }
 
 // Threads of this process named `name` (their TIDs), from /proc/self/task/*/comm.

@@ -68,6 +68,11 @@ typedef struct umrt_config {
   double sim_bandwidth_gbps;          /* sim copy bandwidth limit per engine; UMRT_SIM_BANDWIDTH
                                          (GB/s, 0 = unlimited)                                 */
   uint32_t sim_latency_us;            /* sim latency added to each copy; UMRT_SIM_LATENCY_US   */
+  uint64_t device_pool;               /* bytes of released device memory kept ready for reuse
+                                         (sim: arena pages stay allocated; cuda: chunk handles
+                                         stay created); past it, and at shutdown, memory goes
+                                         back to the system. UMRT_DEVICE_POOL (K/M/G, or none);
+                                         0: a quarter of device_memory; below 2 MiB: none      */
 } umrt_config;
 
 /* Statistics since umrt_init. Fields only ever get appended. */
