@@ -54,12 +54,22 @@ umrt_status bad_env(const char *name, const char *value, const char *expect) {
 
 // One copy engine per usable CPU but one (the submitting threads copy too), 1 to 8:
 // docs/design.md, "Copy engines".
-uint32_t default_copy_threads() {
+long usable_cpus() {
   cpu_set_t set;
   CPU_ZERO(&set);
-  long cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : sysconf(_SC_NPROCESSORS_ONLN);
+  return sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : sysconf(_SC_NPROCESSORS_ONLN);
+}
+
+uint32_t default_copy_threads() {
+  const long cpus = usable_cpus();
   if (cpus < 2) return 1;
   return static_cast<uint32_t>(std::min<long>(cpus - 1, 8));
+}
+
+// Fault-service threads: one per usable CPU (faults of different blocks are served at once),
+// at most 8 by default (they sleep in poll() when no fault comes).
+uint32_t default_fault_threads() {
+  return static_cast<uint32_t>(std::clamp<long>(usable_cpus(), 1, 8));
 }
 
 bool inject_env(const char *name, uint64_t *nth) {
@@ -115,6 +125,7 @@ umrt_status resolve_config(umrt_config *c) {
   struct U32 { uint32_t *field; const char *env; uint32_t def; uint32_t lo, hi; };
   const U32 u32s[] = {
       {&c->copy_threads, "UMRT_COPY_THREADS", default_copy_threads(), 1, 64},
+      {&c->fault_threads, "UMRT_FAULT_THREADS", default_fault_threads(), 1, 64},
       {&c->prefetch_min_pages, "UMRT_PREFETCH_MIN", 4, 1, 512},
       {&c->prefetch_max_pages, "UMRT_PREFETCH_MAX", 512, 1, 512},
       {&c->sim_latency_us, "UMRT_SIM_LATENCY_US", 0, 0, 10'000'000},

@@ -17,6 +17,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <mutex>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -83,8 +85,28 @@ void serve_host_page(Runtime &rt, Range &r, size_t page) {
   if (!entry::locked(cur)) rt.uffd.wake(r.addr(page), kPageSize);
 }
 
-// Consecutive failed device->host copies per faulting page address (fault thread only).
-using FailCounts = std::unordered_map<uintptr_t, uint32_t>;
+// Consecutive failed device->host copies per faulting page address, shared by the fault
+// threads (`any` lets the common case, no failure anywhere, skip the lock).
+struct FailCounts {
+  std::mutex mu;
+  std::unordered_map<uintptr_t, uint32_t> n;
+  std::atomic<bool> any{false};
+  // One more failure of the page at a; true when it is time to give up (the count restarts).
+  bool failed(uintptr_t a) {
+    std::lock_guard g(mu);
+    any.store(true, std::memory_order_relaxed);
+    if (n.size() > 4096) n.clear();  // stale addresses of freed ranges; bounded
+    if (++n[a] < kGiveUpAfter) return false;
+    n.erase(a);
+    return true;
+  }
+  void served(uintptr_t a) {
+    if (!any.load(std::memory_order_relaxed)) return;
+    std::lock_guard g(mu);
+    n.erase(a);
+    if (n.empty()) any.store(false, std::memory_order_relaxed);
+  }
+};
 
 void give_up(Runtime &rt, Range &r, size_t page, int rc) {
   std::string why = rt.backend->take_error_text();
@@ -105,6 +127,10 @@ void serve_group(Runtime &rt, Group &g, FailCounts &fails) {
   const uint32_t wmin = rt.cfg.prefetch_min_pages, wmax = rt.cfg.prefetch_max_pages;
   // A fault right after a stream's last window continues it (window doubles); any other fault
   // starts a new stream in the least recently used slot (window = minimum).
+  // The streams are the range's, shared by the fault threads serving its blocks: a short
+  // spin lock (fault threads only; never held across anything that blocks).
+  while (r.streams_busy.exchange(true, std::memory_order_acquire)) {
+  }
   Range::Stream *st = nullptr;
   for (Range::Stream &x : r.streams)
     if (x.next == lo) st = &x;
@@ -119,6 +145,7 @@ void serve_group(Runtime &rt, Group &g, FailCounts &fails) {
   st->used = ++r.stream_clock;
   const size_t end = std::min(bend, std::max(hi, lo + st->window));
   st->next = end;
+  r.streams_busy.store(false, std::memory_order_release);
   rt.stats.add(rt.stats.fault_groups, 1);
   const int rc = run_batch(rt, r, lo, end - lo, Dir::to_host, g.write ? Why::fault_write : Why::fault, false, nullptr);
   // Faulting pages the batch did not map: HOST pages are duplicates (or discarded copies);
@@ -128,14 +155,14 @@ void serve_group(Runtime &rt, Group &g, FailCounts &fails) {
     uint64_t e = r.entries[p].load(std::memory_order_acquire);
     if (e & entry::GONE) continue;
     const bool failed = rc && rc != -EAGAIN && entry::loc(e) == Loc::DEVICE && !entry::locked(e);
+    const auto a = reinterpret_cast<uintptr_t>(r.addr(p));
     if (failed) {
-      if (++fails[reinterpret_cast<uintptr_t>(r.addr(p))] >= kGiveUpAfter) {
-        fails.erase(reinterpret_cast<uintptr_t>(r.addr(p)));
+      if (fails.failed(a)) {
         give_up(rt, r, p, rc);
         continue;
       }
-    } else if (!fails.empty()) {
-      fails.erase(reinterpret_cast<uintptr_t>(r.addr(p)));
+    } else {
+      fails.served(a);
     }
     if (entry::loc(e) == Loc::HOST) serve_host_page(rt, r, p);
     else if (!entry::locked(e)) rt.uffd.wake(r.addr(p), kPageSize);
@@ -199,51 +226,99 @@ void serve_unmap(Runtime &rt, uintptr_t lo, uintptr_t hi, uint64_t before) {
 
 }  // namespace
 
+struct FaultService::Shared {
+  explicit Shared(Runtime &rt) : remaps(rt) {}
+  // One reader at a time: a read and the handling of the events it brought, in order.
+  std::mutex read_mu;
+  Remaps remaps;  // under read_mu
+  std::atomic<bool> evacuating{false};  // remaps.busy(), for the poll timeout
+  FailCounts fails;
+  // Device blocks a thread is serving faults of now, with the groups other threads found for
+  // them meanwhile (served by the same thread right after, so no two serve one block at once).
+  std::mutex busy_mu;
+  std::unordered_map<const void *, std::vector<Group>> busy;
+};
+
+namespace {
+// Serve g unless another thread is serving its block: then it is queued for that thread.
+void serve_exclusive(Runtime &rt, FaultService::Shared &sh, Group &&g) {
+  const void *key = g.ref->block_at(g.block_first);  // null (out of memory): no exclusion
+  if (key) {
+    std::lock_guard lk(sh.busy_mu);
+    auto [it, mine] = sh.busy.try_emplace(key);
+    if (!mine) {
+      it->second.push_back(std::move(g));
+      return;
+    }
+  }
+  for (;;) {
+    serve_group(rt, g, sh.fails);
+    g.ref.reset();
+    if (!key) return;
+    std::lock_guard lk(sh.busy_mu);
+    auto it = sh.busy.find(key);
+    if (it->second.empty()) {
+      sh.busy.erase(it);
+      return;
+    }
+    g = std::move(it->second.back());
+    it->second.pop_back();
+  }
+}
+}  // namespace
+
 void FaultService::settle_events() const {
   for (int i = 0; i < 1000000 && (reading_.load() || events_in_progress_.load() > 0); ++i)
     std::this_thread::yield();
 }
 
-int FaultService::start(Runtime *rt) {
+int FaultService::start(Runtime *rt, unsigned threads) {
   rt_ = rt;
   stop_fd_ = eventfd(0, EFD_CLOEXEC);
   if (stop_fd_ < 0) return -errno;
   try {
-    thread_ = start_thread("umrt-fault", [this] { loop(); });
+    sh_ = std::make_shared<Shared>(*rt);
+    for (unsigned i = 0; i < std::max(threads, 1u); ++i)
+      threads_.push_back(start_thread("umrt-fault", [this] { loop(); }));
   } catch (...) {
+    stop();
     return -EAGAIN;
   }
   return 0;
 }
 
 void FaultService::stop() {
-  if (!thread_.joinable()) return;
+  if (stop_fd_ < 0) return;
   uint64_t one = 1;
-  ssize_t w = write(stop_fd_, &one, sizeof one);
+  ssize_t w = write(stop_fd_, &one, sizeof one);  // stays readable: every thread sees it
   (void)w;
-  thread_.join();
+  for (std::thread &t : threads_) t.join();
+  threads_.clear();
+  sh_.reset();
   close(stop_fd_);
   stop_fd_ = -1;
 }
 
 void FaultService::loop() {
   Runtime &rt = *rt_;
+  Shared &sh = *sh_;
   Uffd::mark_fault_service_thread();
   uffd_msg msgs[kMaxMsgs];
   std::vector<Group> groups;
-  FailCounts fails;
-  Remaps remaps(rt);
+  std::vector<std::pair<RangeRef, size_t>> wps;
   pollfd pfd[2] = {{rt.uffd.fd(), POLLIN, 0}, {stop_fd_, POLLIN, 0}};
   for (;;) {
-    int pr = poll(pfd, 2, remaps.busy() ? 1 : -1);
+    int pr = poll(pfd, 2, sh.evacuating.load() ? 1 : -1);
     if (pr < 0) {
       if (errno == EINTR) continue;
       log(Level::error, "fault service: poll failed: %s", strerror(errno));
       return;
     }
     if (pfd[1].revents) return;
+    std::unique_lock lk(sh.read_mu);
     if (pr == 0) {  // only evacuations waiting for their mremap to finish
-      remaps.rounds();
+      sh.remaps.rounds();
+      sh.evacuating.store(sh.remaps.busy());
       continue;
     }
     const uint64_t seq_before = rt.ranges.seq();
@@ -251,7 +326,7 @@ void FaultService::loop() {
     ssize_t got = read(rt.uffd.fd(), msgs, sizeof msgs);
     if (got < 0) {
       reading_.store(false);
-      if (errno == EAGAIN || errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EINTR) continue;  // another thread read them first
       log(Level::error, "fault service: read failed: %s", strerror(errno));
       return;
     }
@@ -267,7 +342,7 @@ void FaultService::loop() {
         continue;
       }
       if (m.event == UFFD_EVENT_REMAP) {
-        remaps.on_remap(m.arg.remap.from, m.arg.remap.to, m.arg.remap.len, seq_before);
+        sh.remaps.on_remap(m.arg.remap.from, m.arg.remap.to, m.arg.remap.len, seq_before);
         continue;
       }
       if (m.event != UFFD_EVENT_PAGEFAULT) continue;
@@ -275,12 +350,12 @@ void FaultService::loop() {
       rt.stats.add(rt.stats.cpu_faults, 1);
       RangeRef ref = rt.ranges.acquire(addr);
       if (!ref) {  // freed meanwhile (the thread retries), or a tail an mremap() added
-        remaps.on_stray_fault(addr);
+        sh.remaps.on_stray_fault(addr);
         continue;
       }
       size_t page = ref->page_of(addr);
       if (m.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) {
-        serve_wp(rt, *ref.get(), page);
+        wps.emplace_back(std::move(ref), page);
         continue;
       }
       size_t bf = ref->block_first(page);
@@ -295,10 +370,13 @@ void FaultService::loop() {
       if (m.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE) it->write = true;
     }
     if (events) events_in_progress_.fetch_sub(1);
-    if (fails.size() > 4096) fails.clear();  // stale addresses of freed ranges; bounded
-    for (Group &g : groups) serve_group(rt, g, fails);
+    if (sh.remaps.busy()) sh.remaps.rounds();
+    sh.evacuating.store(sh.remaps.busy());
+    lk.unlock();  // the next read may start on another thread while these are served
+    for (auto &[ref, page] : wps) serve_wp(rt, *ref.get(), page);
+    wps.clear();
+    for (Group &g : groups) serve_exclusive(rt, sh, std::move(g));
     groups.clear();  // drop the range references before blocking again
-    if (remaps.busy()) remaps.rounds();
   }
 }
 

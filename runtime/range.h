@@ -62,7 +62,7 @@ struct Range : std::enable_shared_from_this<Range> {
   std::atomic<uintptr_t> tail_begin{0};
   std::atomic<uintptr_t> tail_end{0};
 
-  // Fault prefetch state (fault service thread only): a few sequential streams, so that
+  // Fault prefetch state (fault-service threads, under streams_busy): a few sequential streams, so that
   // several threads each walking their own part of the range all get growing windows.
   struct Stream {
     size_t next = SIZE_MAX;  // page right after this stream's last fault window
@@ -72,6 +72,7 @@ struct Range : std::enable_shared_from_this<Range> {
   static constexpr int kStreams = 8;
   Stream streams[kStreams];
   uint64_t stream_clock = 0;
+  std::atomic<bool> streams_busy{false};
 
   uintptr_t start() const { return start_.load(std::memory_order_acquire); }
   void set_start(uintptr_t a) { start_.store(a, std::memory_order_release); }

@@ -74,10 +74,10 @@ umrt_status Runtime::start(const umrt_config &c) {
   // Two: enough for two multi-block prefetches at once to get their second lane; a third runs
   // its lanes one after the other (docs/design.md, "Two lanes for long spans").
   if (lanes.start(2)) return set_error(UMRT_ERROR_OUT_OF_MEMORY, "lane threads: no thread to be had");
-  rc = faults.start(this);
+  rc = faults.start(this, cfg.fault_threads);
   if (rc) return set_error(UMRT_ERROR_NOT_SUPPORTED, "fault service: %s", strerror(-rc));
-  log(Level::info, "started: backend %s, device memory %llu MiB, %u copy engines%s", backend->name(),
-      static_cast<unsigned long long>(cap >> 20), cfg.copy_threads,
+  log(Level::info, "started: backend %s, device memory %llu MiB, %u copy engines, %u fault threads%s", backend->name(),
+      static_cast<unsigned long long>(cap >> 20), cfg.copy_threads, cfg.fault_threads,
       uffd.user_mode_only() ? ", user-mode-only faults" : "");
   return UMRT_SUCCESS;
 }

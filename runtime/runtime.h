@@ -5,6 +5,7 @@
 #include <atomic>
 #include <memory>
 #include <thread>
+#include <vector>
 
 #include "backend.h"
 #include "devmem.h"
@@ -23,19 +24,27 @@ struct Stats {
   void add(std::atomic<uint64_t> &c, uint64_t v) { c.fetch_add(v, std::memory_order_relaxed); }
 };
 
+// The fault service: `threads` threads that read userfaultfd messages and serve them (fault.cpp).
+// One reads at a time and handles the process events it read before the next read (their
+// order matters: an mremap's REMAP comes before the UNMAP of its old part); page faults are
+// served outside that, concurrently, never two threads on the same device block at once.
 class FaultService {
  public:
-  int start(struct Runtime *rt);
+  int start(struct Runtime *rt, unsigned threads);
   void stop();
   // Wait (bounded) until the process events (munmap, mremap) the fault service has read are
   // handled: a munmap() returns once its event is read, a moment before it is served.
   void settle_events() const;
+  unsigned threads() const { return static_cast<unsigned>(threads_.size()); }
+
+  struct Shared;  // state the fault-service threads share (fault.cpp)
 
  private:
   void loop();
   struct Runtime *rt_ = nullptr;
   int stop_fd_ = -1;
-  std::thread thread_;
+  std::vector<std::thread> threads_;
+  std::shared_ptr<Shared> sh_;
   // settle_events: reading_ is set from before each read() of the uffd until its messages are
   // scanned, events_in_progress_ while a batch holding events is handled. A munmap() returns
   // once its event is dequeued, i.e. after reading_ was set: a caller that saw the munmap

@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
+#include <cstring>
 #include <thread>
 
 #include <cstring>
@@ -290,6 +292,93 @@ TEST_F(Scale, PrefetchLanesAreThreadsOfTheRuntime) {
     EXPECT_TRUE(check_pattern(p[i], bytes, 50 + i));
     EXPECT_EQ(umrt_free(p[i]), UMRT_SUCCESS) << last_error();
   }
+}
+
+// ---- the fault service on several threads ----------------------------------------------------
+
+class ParallelFaults : public Scale {
+ protected:
+  void Configure(umrt_config &cfg) override {
+    cfg.fault_threads = 2;
+    cfg.copy_threads = 1;
+    cfg.sim_latency_us = 400'000;  // each copy (a fault's batch) takes 0.4 s
+    cfg.device_memory = 64 * MiB;
+  }
+};
+
+// Two CPU threads fault on device pages of two different blocks, the second while the first
+// one's batch is still copying: with two fault threads the second is served at once, not after
+// the first (one thread: ~0.8 s for the second; two: ~0.4 s). Margins are wide (0.25 s).
+TEST_F(ParallelFaults, FaultsOfDifferentBlocksAreServedConcurrently) {
+  void *p = nullptr;
+  ASSERT_EQ(umrt_malloc(&p, 4 * MiB), UMRT_SUCCESS) << last_error();
+  auto *b = static_cast<uint8_t *>(p);
+  fill_pattern(b, 4 * MiB, 70);
+  // One page of each block on the device (one copy each way: 0.4 s).
+  ASSERT_EQ(umrt_prefetch(b, kPage, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
+  ASSERT_EQ(umrt_prefetch(b + 2 * MiB, kPage, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
+  using Clock = std::chrono::steady_clock;
+  const auto t0 = Clock::now();
+  std::atomic<double> first_done{0}, second_done{0};
+  std::thread r1([&] {
+    volatile uint8_t v = b[10];
+    (void)v;
+    first_done = std::chrono::duration<double>(Clock::now() - t0).count();
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  std::thread r2([&] {
+    volatile uint8_t v = b[2 * MiB + 10];
+    (void)v;
+    second_done = std::chrono::duration<double>(Clock::now() - t0).count();
+  });
+  r1.join();
+  r2.join();
+  EXPECT_GE(first_done.load(), 0.35) << "the latency setting did not slow the copy down";
+  EXPECT_LT(second_done.load(), 0.75) << "the second fault waited for the first (served at "
+                                      << second_done.load() << " s, the first at " << first_done.load() << " s)";
+  EXPECT_TRUE(check_pattern(b, 4 * MiB, 70));
+  EXPECT_EQ(umrt_free(p), UMRT_SUCCESS) << last_error();
+}
+
+class ManyFaultThreads : public Scale {
+ protected:
+  void Configure(umrt_config &cfg) override {
+    cfg.fault_threads = 4;
+    cfg.device_memory = 16 * MiB;  // 32 MiB of data: faults and evictions interleave
+  }
+};
+
+// Eight CPU threads read and write pages all over 32 MiB (half of it on the device at any time,
+// prefetches pushing blocks back) while four fault threads serve them: every byte stays right.
+TEST_F(ManyFaultThreads, ReadersAndWritersOnManyBlocksKeepEveryByte) {
+  const size_t bytes = 32 * MiB;
+  void *p = nullptr;
+  ASSERT_EQ(umrt_malloc(&p, bytes), UMRT_SUCCESS) << last_error();
+  auto *b = static_cast<uint8_t *>(p);
+  // Page i holds the byte (i * 7 + round) everywhere; each thread owns the pages i % 8 == t.
+  constexpr int kThreads = 8, kRounds = 6;
+  const size_t pages = bytes / kPage;
+  std::atomic<int> bad{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < kThreads; ++t)
+    ts.emplace_back([&, t] {
+      for (int round = 0; round < kRounds; ++round) {
+        for (size_t i = static_cast<size_t>(t); i < pages; i += kThreads) {
+          uint8_t *pg = b + i * kPage;
+          const uint8_t want = round ? static_cast<uint8_t>(i * 7 + round - 1) : 0;
+          if (pg[0] != want || pg[kPage - 1] != want) bad.fetch_add(1);
+          std::memset(pg, static_cast<uint8_t>(i * 7 + round), kPage);
+        }
+        if (t == 0) umrt_prefetch(b, bytes / 2, UMRT_LOCATION_DEVICE, nullptr);
+        if (t == 1) umrt_prefetch(b + bytes / 2, bytes / 2, UMRT_LOCATION_DEVICE, nullptr);
+      }
+    });
+  for (auto &th : ts) th.join();
+  EXPECT_EQ(bad.load(), 0) << "pages read back wrong";
+  for (size_t i = 0; i < pages; i += 97)
+    EXPECT_EQ(b[i * kPage + 123], static_cast<uint8_t>(i * 7 + kRounds - 1)) << "page " << i;
+  EXPECT_EQ(umrt_validate(), UMRT_SUCCESS) << last_error();
+  EXPECT_EQ(umrt_free(p), UMRT_SUCCESS) << last_error();
 }
 
 }  // namespace

@@ -73,6 +73,9 @@ typedef struct umrt_config {
                                          stay created); past it, and at shutdown, memory goes
                                          back to the system. UMRT_DEVICE_POOL (K/M/G, or none);
                                          0: a quarter of device_memory; below 2 MiB: none      */
+  uint32_t fault_threads;             /* fault-service threads (CPU faults of different device
+                                         blocks are served concurrently); UMRT_FAULT_THREADS;
+                                         default: usable CPUs, 1 to 8; at most 64              */
 } umrt_config;
 
 /* Statistics since umrt_init. Fields only ever get appended. */
