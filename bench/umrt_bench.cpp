@@ -2,7 +2,15 @@
 // limit (memcpy) and the peers (the kernel's anonymous fault path, a bare userfaultfd handler),
 // in one process run, as ratios. Scenarios by name:
 //
-//   umrt-bench prefetch|fault-seq|fault-rand|fault-latency|oversub|batch-sweep|all [options]
+//   umrt-bench prefetch|fault-seq|fault-rand|fault-latency|oversub|batch-sweep|all|scale [options]
+//
+// `all` runs the issue-4 scenarios; `scale` (issue 9, bench/scale.cpp) runs alone: how costs grow
+// with what umrt holds — umrt_malloc+umrt_free against 1..1M live 4 KiB allocations
+// (--scale-counts, with creation time, mapping count, VmRSS growth and the limit when an
+// allocation fails), against the reserved size 1 MiB..1 TiB (--scale-sizes, RSS growth, one-page
+// touch), fault-seq against reader threads 1..2x CPUs (--scale-threads) as ratios to the kernel's
+// first touch, cold and warm host->device prefetch (--size, default 256M) as ratios to memcpy;
+// a growth table and the issue-9 targets as PASS/MISS lines.
 //
 // Every figure is measured `--warmup` times (discarded) then `--reps` times: median, min and max
 // are reported. Progress goes to stderr, results to stdout, and with `--json FILE` every figure
@@ -56,6 +64,7 @@
 #include <vector>
 
 #include "baselines.h"
+#include "scale.h"
 #if UMRT_BENCH_CUDA
 #include "cuda_baselines.h"
 #include "umrt_kernels.h"
@@ -91,6 +100,8 @@ struct Options {
   size_t device_memory = 256u << 20;  // oversub
   double latency_threshold_us = 1.0;
   unsigned seed = 42;
+  bool device_memory_given = false;  // --device-memory on the command line
+  bench::scale::Options scale;       // scale scenario (issue 9)
 };
 Options opt;
 
@@ -103,7 +114,8 @@ size_t parse_size(const std::string &s) {
   if (suf == "K" || suf == "k" || suf == "KiB") mul = 1024.0;
   else if (suf == "M" || suf == "m" || suf == "MiB") mul = 1024.0 * 1024;
   else if (suf == "G" || suf == "g" || suf == "GiB") mul = 1024.0 * 1024 * 1024;
-  else if (!suf.empty()) throw CLI::ValidationError("size", "bad suffix in '" + s + "' (K, M, G)");
+  else if (suf == "T" || suf == "t" || suf == "TiB") mul = 1024.0 * 1024 * 1024 * 1024;
+  else if (!suf.empty()) throw CLI::ValidationError("size", "bad suffix in '" + s + "' (K, M, G, T)");
   auto bytes = static_cast<size_t>(v * mul);
   return std::max(kPage, bytes / kPage * kPage);
 }
@@ -118,6 +130,19 @@ std::string human(size_t b) {
 }
 
 size_t size_for(size_t dflt) { return opt.size ? *opt.size : dflt; }
+
+// A count with decimal suffixes: 1000, 1K, 10K, 1M.
+size_t parse_count(const std::string &s) {
+  char *end = nullptr;
+  double v = std::strtod(s.c_str(), &end);
+  if (end == s.c_str() || v < 1) throw CLI::ValidationError("count", "bad count '" + s + "'");
+  std::string suf(end);
+  double mul = 1;
+  if (suf == "K" || suf == "k") mul = 1e3;
+  else if (suf == "M" || suf == "m") mul = 1e6;
+  else if (!suf.empty()) throw CLI::ValidationError("count", "bad suffix in '" + s + "' (K = 1000, M = 1000000)");
+  return static_cast<size_t>(v * mul);
+}
 
 // ---- statistics ------------------------------------------------------------------------------
 
@@ -389,14 +414,17 @@ struct Target {
   double ratio, want;
   bool at_most;       // ratio must be <= want (latency) instead of >= want
   std::string error;  // the baseline (or umrt) could not be measured: why
+  int issue = 4;      // the issue that set the target
+  std::string unit;   // "": ratio is a ratio; else it is an absolute value in this unit
+  std::string miss;   // a MISS whatever the ratio (the figure's level was never reached): why
 };
 std::vector<Target> targets;
 
 void add_target(std::string name, std::string baseline, double ratio, double want, bool at_most) {
-  targets.push_back({std::move(name), std::move(baseline), ratio, want, at_most, {}});
+  targets.push_back({std::move(name), std::move(baseline), ratio, want, at_most, {}, 4, {}, {}});
 }
 void add_target_error(std::string name, std::string baseline, double want, std::string error) {
-  targets.push_back({std::move(name), std::move(baseline), 0.0, want, false, std::move(error)});
+  targets.push_back({std::move(name), std::move(baseline), 0.0, want, false, std::move(error), 4, {}, {}});
 }
 
 json failed_json(const std::string &error) { return json{{"failed", true}, {"error", error}}; }
@@ -719,7 +747,10 @@ json variant_json(const VariantResult &v, const char *lat_rule) {
   return j;
 }
 
-void scenario_fault(bool random) {
+// The fault scenario at these reader counts. The issue-4 run (`issue4`) books its targets and
+// its JSON under results; scale (issue 9) runs fault-seq without the bare handlers (`bare`
+// false) and gets the JSON back.
+json scenario_fault(bool random, const std::vector<unsigned> &thread_counts, bool issue4 = true, bool bare = true) {
   const char *name = random ? "fault-rand" : "fault-seq";
   const size_t bytes = size_for(random ? (64u << 20) : (256u << 20));
   const size_t pages = bytes / kPage;
@@ -739,7 +770,7 @@ void scenario_fault(bool random) {
   std::printf("\n== %s (%s, one byte per page, %s pages; umrt window %u->%u pages) ==\n", name,
               human(bytes).c_str(), random ? "random" : "sequential", wmin, wmax);
   std::printf("  fault latency: umrt and bare handler = accesses slower than %.1f us; kernel = every access (each one faults)\n", thr);
-  for (unsigned th : opt.threads) {
+  for (unsigned th : thread_counts) {
     auto orders = page_orders(pages, th, random);
     std::map<std::string, VariantResult> res;
     // umrt: the data on the device, the threads read it back
@@ -779,6 +810,7 @@ void scenario_fault(bool random) {
     }
     // bare userfaultfd handler, window = umrt's first window and umrt's cap
     for (uint32_t w : {wmin, wmax}) {
+      if (!bare) break;
       std::string key = "bare_uffd_w" + std::to_string(w);
       VariantResult &v = res[key];
       std::vector<double> g;
@@ -841,9 +873,9 @@ void scenario_fault(bool random) {
       if (k != "umrt") jv[k]["ratio_umrt_over_this"] = ratio;
     }
     std::printf("    umrt %s\n", steps_line(*res["umrt"].steps).c_str());
-    jv["like_for_like_bare"] = bare_like;
+    if (bare) jv["like_for_like_bare"] = bare_like;
     jt[std::to_string(th)] = jv;
-    if (!random && th == 1) {
+    if (issue4 && bare && !random && th == 1) {
       add_target("fault-seq 1 thread >= 1.5x kernel first-touch", "kernel anonymous first-touch (write)",
                  res["umrt"].gbps.median / res["kernel"].gbps.median, 1.5, false);
       add_target("fault-seq 1 thread >= 0.8x bare UFFDIO_COPY handler", "bare handler, window " + std::to_string(wmax) + " pages",
@@ -851,11 +883,11 @@ void scenario_fault(bool random) {
     }
   }
   check(umrt_free(p), "umrt_free");
-  results[name] = json{
+  json out{
       {"bytes", bytes},
       {"order", random ? "random" : "sequential"},
       {"umrt_window_pages", {wmin, wmax}},
-      {"bare_windows_pages", {wmin, wmax}},
+      {"bare_windows_pages", bare ? json{wmin, wmax} : json::array()},
       {"latency_threshold_us", thr},
       {"by_threads", jt},
       {"notes",
@@ -875,6 +907,8 @@ void scenario_fault(bool random) {
        "cudaMemPrefetchAsync of the whole range to the GPU before each rep, then the same reads; "
        "its faults are ru_minflt deltas (the CPU faults the UVM driver serves). umrt steps: "
        "umrt_stats deltas of the protocol steps over the measured reps."}};
+  if (issue4) results[name] = out;
+  return out;
 }
 
 // ---- fault-latency ---------------------------------------------------------------------------
@@ -1306,6 +1340,34 @@ void scenario_batch_sweep() {
                                  "deltas of the protocol steps over the measured reps, per direction."}};
 }
 
+// ---- scale (issue 9, bench/scale.cpp) --------------------------------------------------------
+
+void scenario_scale() {
+  namespace sc = bench::scale;
+  sc::Options o = opt.scale;
+  o.reps = opt.reps;
+  o.warmup = opt.warmup;
+  o.prefetch_bytes = size_for(256u << 20);
+  sc::Hooks h;
+  h.config = [] {
+    umrt_config c = base_config();  // UMRT_DEVICE_MEMORY or the backend's default ...
+    if (opt.device_memory_given) c.device_memory = opt.device_memory;  // ... unless --device-memory
+    return c;
+  };
+  h.restart = [](const umrt_config &c) { restart(c); };
+  h.fault_seq = [](const std::vector<unsigned> &th) { return scenario_fault(false, th, false, false); };
+  h.steps = [](const umrt_stats &a, const umrt_stats &b) {
+    Steps st;
+    st.add(a, b);
+    return steps_json(st);
+  };
+  std::vector<sc::Target> ts;
+  results["scale"] = sc::run(o, h, ts);
+  for (const sc::Target &t : ts) {
+    targets.push_back({t.name, t.baseline, t.value, t.want, t.at_most, t.error, 9, t.unit, t.miss});
+  }
+}
+
 // ---- machine info ----------------------------------------------------------------------------
 
 std::string read_first(const char *path, const char *key) {
@@ -1366,17 +1428,43 @@ std::string now_utc() {
 }
 
 void print_targets() {
-  std::printf("\n== issue 4 targets (%s) ==\n", backend_in_use.c_str());
   json arr = json::array();
+  int issue = 0;
   for (const auto &t : targets) {
+    if (t.issue != issue) {
+      issue = t.issue;
+      std::printf("\n== issue %d targets (%s) ==\n", issue, backend_in_use.c_str());
+    }
     if (!t.error.empty()) {
-      std::printf("ERROR %-52s baseline could not be measured (vs %s): %s\n", t.name.c_str(), t.baseline.c_str(),
-                  t.error.c_str());
-      arr.push_back(json{{"target", t.name}, {"baseline", t.baseline}, {"ratio", nullptr}, {"want", t.want},
-                         {"at_most", t.at_most}, {"pass", nullptr}, {"error", t.error}});
+      if (t.issue == 4)
+        std::printf("ERROR %-52s baseline could not be measured (vs %s): %s\n", t.name.c_str(), t.baseline.c_str(),
+                    t.error.c_str());
+      else
+        std::printf("ERROR %-52s not measured: %s\n", t.name.c_str(), t.error.c_str());
+      arr.push_back(json{{"target", t.name}, {"issue", t.issue}, {"baseline", t.baseline}, {"ratio", nullptr},
+                         {"want", t.want}, {"at_most", t.at_most}, {"pass", nullptr}, {"error", t.error}});
+      continue;
+    }
+    if (!t.miss.empty()) {
+      std::printf("MISS  %-52s %s\n", t.name.c_str(), t.miss.c_str());
+      arr.push_back(json{{"target", t.name}, {"issue", t.issue}, {"baseline", t.baseline}, {"ratio", nullptr},
+                         {"want", t.want}, {"at_most", t.at_most}, {"pass", false}, {"miss", t.miss}});
       continue;
     }
     bool pass = t.at_most ? t.ratio <= t.want : t.ratio >= t.want;
+    if (!t.unit.empty()) {  // an absolute value
+      std::string miss;
+      if (!pass) {
+        char buf[128];
+        std::snprintf(buf, sizeof buf, "  (misses: %.2fx the limit)", t.at_most ? t.ratio / t.want : t.want / t.ratio);
+        miss = buf;
+      }
+      std::printf("%s  %-52s value %.3f %s (want %s %.2f %s; %s)%s\n", pass ? "PASS" : "MISS", t.name.c_str(), t.ratio,
+                  t.unit.c_str(), t.at_most ? "<" : ">", t.want, t.unit.c_str(), t.baseline.c_str(), miss.c_str());
+      arr.push_back(json{{"target", t.name}, {"issue", t.issue}, {"baseline", t.baseline}, {"value", t.ratio},
+                         {"unit", t.unit}, {"want", t.want}, {"at_most", t.at_most}, {"pass", pass}});
+      continue;
+    }
     std::string miss;
     if (!pass) {
       char buf[128];
@@ -1388,7 +1476,7 @@ void print_targets() {
     }
     std::printf("%s  %-52s ratio %.2f (want %s %.2f; vs %s)%s\n", pass ? "PASS" : "MISS", t.name.c_str(),
                 t.ratio, t.at_most ? "<=" : ">=", t.want, t.baseline.c_str(), miss.c_str());
-    arr.push_back(json{{"target", t.name}, {"baseline", t.baseline}, {"ratio", t.ratio},
+    arr.push_back(json{{"target", t.name}, {"issue", t.issue}, {"baseline", t.baseline}, {"ratio", t.ratio},
                        {"want", t.want}, {"at_most", t.at_most}, {"pass", pass}});
   }
   results["targets"] = arr;
@@ -1411,18 +1499,23 @@ int main(int argc, char **argv) {
                  "  oversub        no host baseline (sim: the triad runs on host threads); GPU: the triad is\n"
                  "                 a kernel, peers cudaMallocManaged with and without cudaMemPrefetchAsync per chunk\n"
                  "  batch-sweep    umrt only, no baseline, no GPU peer\n"
+                 "  scale          (issue 9; not part of `all`) malloc+free against 1..1M live allocations and\n"
+                 "                 against the reserved size 1M..1T (--scale-*), fault-seq against 1..2x CPUs readers\n"
+                 "                 vs kernel first touch, cold/warm prefetch (--size, default 256M) vs memcpy\n"
                  "This build: ") +
              (kBuiltWithCuda ? "with the GPU baselines (they run when the backend in use is cuda; UMRT_BACKEND)"
                              : "without the GPU baselines (no CUDA in the build)"));
   const std::vector<std::string> names{"prefetch", "fault-seq", "fault-rand", "fault-latency",
-                                       "oversub", "batch-sweep", "all"};
-  app.add_option("scenario", opt.scenario, "prefetch|fault-seq|fault-rand|fault-latency|oversub|batch-sweep|all")
+                                       "oversub", "batch-sweep", "all", "scale"};
+  app.add_option("scenario", opt.scenario,
+                 "prefetch|fault-seq|fault-rand|fault-latency|oversub|batch-sweep|all (the issue-4 scenarios)|scale")
       ->check(CLI::IsMember(names))
       ->capture_default_str();
   std::string size_s, dev_s;
   app.add_option("--size", size_s,
                  "bytes per scenario (K/M/G suffixes); default per scenario: prefetch 1G, fault-seq "
-                 "256M, fault-rand 64M, fault-latency 512M, batch-sweep 64M total");
+                 "256M, fault-rand 64M, fault-latency 512M, batch-sweep 64M total; scale: its fault-seq "
+                 "buffer and its cold/warm prefetch, 256M");
   app.add_option("--threads", opt.threads, "CPU reader thread counts, e.g. 1,2 (oversub on sim: the triad's host threads, the largest)")
       ->delimiter(',')
       ->check(CLI::Range(1u, 256u))
@@ -1430,15 +1523,49 @@ int main(int argc, char **argv) {
   app.add_option("--reps", opt.reps, "measured repetitions")->check(CLI::Range(1u, 1000u))->capture_default_str();
   app.add_option("--warmup", opt.warmup, "warm-up repetitions (discarded)")->capture_default_str();
   app.add_option("--json", opt.json_file, "write every figure as JSON to FILE");
-  app.add_option("--device-memory", dev_s, "oversub: device memory capacity (K/M/G; default 256M)");
+  app.add_option("--device-memory", dev_s,
+                 "oversub: device memory capacity (K/M/G; default 256M); scale: the device memory of its "
+                 "cold/warm prefetch (default: UMRT_DEVICE_MEMORY, else the backend's)");
   app.add_option("--latency-threshold-us", opt.latency_threshold_us,
                  "fault-seq/rand: an access slower than this counts as a fault for the latency figures")
       ->capture_default_str();
   app.add_option("--seed", opt.seed, "random page order seed")->capture_default_str();
+  std::vector<std::string> counts_s, sizes_s;
+  app.add_option("--scale-counts", counts_s,
+                 "scale: live allocation levels, ascending (K = 1000, M = 1000000); default 1,10,100,1K,10K,100K,1M")
+      ->delimiter(',');
+  app.add_option("--scale-alloc", opt.scale.alloc_bytes, "scale: bytes of each live allocation and of the measured one")
+      ->check(CLI::Range(size_t{1}, size_t{1} << 30))
+      ->capture_default_str();
+  app.add_option("--scale-pairs", opt.scale.pairs, "scale: malloc+free pairs per block (--reps blocks per level)")
+      ->check(CLI::Range(1u, 10000000u))
+      ->capture_default_str();
+  app.add_option("--scale-budget", opt.scale.budget_s,
+                 "scale: seconds allowed for creating the live allocations (all levels); the level reached "
+                 "then is measured and the larger ones are not")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--scale-sizes", sizes_s, "scale: reserved sizes for malloc+free (K/M/G/T); default 1M,1G,64G,1T")
+      ->delimiter(',');
+  app.add_option("--scale-threads", opt.scale.threads,
+                 "scale: fault-seq reader counts; default 1,2,4,... up to 2x the usable CPUs")
+      ->delimiter(',')
+      ->check(CLI::Range(1u, 1024u));
   try {
     app.parse(argc, argv);
+    if (!counts_s.empty()) {
+      opt.scale.counts.clear();
+      for (const auto &c : counts_s) opt.scale.counts.push_back(parse_count(c));
+    }
+    if (!sizes_s.empty()) {
+      opt.scale.sizes.clear();
+      for (const auto &z : sizes_s) opt.scale.sizes.push_back(parse_size(z));
+    }
     if (!size_s.empty()) opt.size = parse_size(size_s);
-    if (!dev_s.empty()) opt.device_memory = std::max(kBlock, parse_size(dev_s) / kBlock * kBlock);
+    if (!dev_s.empty()) {
+      opt.device_memory = std::max(kBlock, parse_size(dev_s) / kBlock * kBlock);
+      opt.device_memory_given = true;
+    }
   } catch (const CLI::ParseError &e) {
     return app.exit(e);
   }
@@ -1448,11 +1575,12 @@ int main(int argc, char **argv) {
   auto want = [&](const char *n) { return s == "all" || s == n; };
   auto t0 = Clock::now();
   if (want("prefetch")) scenario_prefetch();
-  if (want("fault-seq")) scenario_fault(false);
-  if (want("fault-rand")) scenario_fault(true);
+  if (want("fault-seq")) scenario_fault(false, opt.threads);
+  if (want("fault-rand")) scenario_fault(true, opt.threads);
   if (want("fault-latency")) scenario_fault_latency();
   if (want("oversub")) scenario_oversub();
   if (want("batch-sweep")) scenario_batch_sweep();
+  if (s == "scale") scenario_scale();
   const char *backend = umrt_backend_name();
   std::string backend_s = backend ? backend : "?";
   backend_in_use = backend_s;
@@ -1473,6 +1601,14 @@ int main(int argc, char **argv) {
                           {"device_memory_oversub", opt.device_memory},
                           {"latency_threshold_us", opt.latency_threshold_us}, {"seed", opt.seed}}},
              {"targets", results["targets"]}};
+    if (s == "scale")
+      out["options"]["scale"] = json{{"counts", opt.scale.counts},
+                                     {"alloc_bytes", opt.scale.alloc_bytes},
+                                     {"pairs", opt.scale.pairs},
+                                     {"budget_s", opt.scale.budget_s},
+                                     {"sizes", opt.scale.sizes},
+                                     {"threads", opt.scale.threads.empty() ? bench::scale::default_threads() : opt.scale.threads},
+                                     {"device_memory", opt.device_memory_given ? json(opt.device_memory) : json("configured")}};
     results.erase("targets");
     out["scenarios"] = results;
     std::ofstream f(opt.json_file);

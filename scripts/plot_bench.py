@@ -15,6 +15,7 @@ One PNG with up to five panels, each from whatever scenarios the JSON holds:
   * the share of each protocol step (collect, unmap, copy, finalize) in umrt's batches, per
     scenario and direction, from the "steps" records (JSON written before they existed has
     none: the panel is then left out).
+The `scale` scenario (issue 9) has its own script, scripts/plot_scale.py.
 Error bars are the min..max of the measured repetitions; points are medians. A baseline that
 failed (recorded with "failed": true) is left out of the picture.
 
@@ -279,6 +280,12 @@ def main():
     with open(a.json) as f:
         d = json.load(f)
     sc = d.get("scenarios", {})
+    if "scale" in sc:
+        if len(sc) == 1:
+            sys.exit(f"plot_bench.py: {a.json} holds only the scale scenario (issue 9), which "
+                     f"scripts/plot_scale.py draws: scripts/plot_scale.py {a.json} -o OUT.png")
+        print("plot_bench.py: the scale scenario is drawn by scripts/plot_scale.py; left out here",
+              file=sys.stderr)
     recs = step_records(sc)
     if recs:
         fig = plt.figure(figsize=(15, 16))
