@@ -5,6 +5,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -125,6 +126,15 @@ umrt_status span_of(Runtime &rt, const void *p, size_t size, const char *fn, Ran
     return set_error(UMRT_ERROR_INVALID_VALUE,
                      "%s: [%p, +%zu) crosses the end of the allocation [%p, +%zu)", fn, p, size,
                      reinterpret_cast<void *>(a - off), ref->size);
+  // What is left after a shrink (mremap) or a munmap of its head or tail: the span must lie in it.
+  size_t live_first = 0, live_end = 0;
+  ref->live_span(&live_first, &live_end);
+  const size_t live_lo = live_first << kPageShift, live_hi = std::min(ref->size, live_end << kPageShift);
+  if (off < live_lo || size > live_hi - off)
+    return set_error(UMRT_ERROR_INVALID_VALUE,
+                     "%s: [%p, +%zu) crosses the end of what is left mapped of the allocation [%p, +%zu) "
+                     "(the rest was unmapped or cut by mremap)", fn, p, size,
+                     reinterpret_cast<void *>(a - off + live_lo), live_hi - live_lo);
   *out = std::move(ref);
   *offset = off;
   return UMRT_SUCCESS;

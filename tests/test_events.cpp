@@ -201,6 +201,25 @@ TEST_F(Events, MremapShrinkThenGrowInPlace) {
   EXPECT_EQ(mincore(b + left, kPage, &v), -1) << "the grown tail is still mapped after umrt_free";
 }
 
+// After a shrink, calls over a span crossing into the cut tail are refused (INVALID_VALUE,
+// nothing moved), as for any address outside managed memory; the part left works as before.
+// (Found by the fuzzer: the prefetch returned SUCCESS, checked against the size first asked.)
+TEST_F(Events, MremapShrinkThenSpanAcrossTheCutTailIsRefused) {
+  const size_t bytes = 17 * kPage + 100, left = kPage;
+  void *p = nullptr;
+  ASSERT_EQ(umrt_malloc(&p, bytes), UMRT_SUCCESS) << last_error();
+  auto *b = static_cast<uint8_t *>(p);
+  fill_pattern(b, left, 35);
+  ASSERT_EQ(mremap(b, pages_of(bytes) * kPage, left, 0), b) << strerror(errno);
+  EXPECT_EQ(umrt_prefetch(b, left + 1, UMRT_LOCATION_DEVICE, nullptr), UMRT_ERROR_INVALID_VALUE);
+  EXPECT_NE(std::string(last_error()).find("crosses the end"), std::string::npos) << last_error();
+  EXPECT_TRUE(all_pages_at(b, left, UMRT_LOCATION_HOST)) << "a refused prefetch moved pages";
+  EXPECT_EQ(umrt_prefetch(b, left, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
+  EXPECT_TRUE(all_pages_at(b, left, UMRT_LOCATION_DEVICE));
+  EXPECT_TRUE(check_pattern(b, left, 35));
+  EXPECT_EQ(umrt_free(b), UMRT_SUCCESS) << last_error();
+}
+
 TEST_F(Events, MremapOfAPartTakesItsDataAlong) {
   const size_t bytes = 8 * MiB;
   void *p = nullptr;
