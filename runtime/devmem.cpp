@@ -21,6 +21,7 @@ void DevMem::init(Backend *be, EvictFn fn, void *ctx, uint64_t pool_bytes) {
 }
 
 void DevMem::shutdown() {
+  if (!packs_.empty()) be_->device_sync();  // pack chunks are freed below (see sync_before_release)
   std::lock_guard g(mu_);
   for (auto &[k, p] : packs_) {
     free_chunk_locked(p.get());  // a device VA range is freed only once nothing is mapped in it
@@ -115,7 +116,26 @@ void DevMem::free_chunk_locked(DBlock *b) {
   cv_.notify_all();
 }
 
+// A chunk is unmapped only once the device work that could still touch it is done: on a GPU,
+// unmapping memory a queued kernel reads or writes is a sticky illegal-address error in the
+// application's context (cuMemUnmap does not wait). So a free that gives up chunks first waits
+// for the device, as cudaFree does (umrt.h, umrt_free). Not under mu_: the wait may be long.
+void DevMem::sync_before_release(Range &r) {
+  bool holds = false;
+  {
+    std::lock_guard g(mu_);
+    r.each_block([&](DBlock &b) {
+      // A pack's chunk goes only with its last range.
+      holds = holds || (b.chunk != kNoChunk && (!b.is_pack || b.segs.size() == 1));
+    });
+  }
+  if (!holds) return;
+  if (int rc = be_->device_sync())
+    log(Level::warn, "freeing device memory: waiting for the device failed (%d); releasing anyway", rc);
+}
+
 void DevMem::teardown_range(Range &r) {
+  sync_before_release(r);
   std::unique_lock lk(mu_);
   if (!r.packed) {
     r.each_block([&](DBlock &b) {

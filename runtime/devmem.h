@@ -108,6 +108,7 @@ class DevMem {
 
  private:
   void free_chunk_locked(DBlock *b);
+  void sync_before_release(Range &r);  // device work done before r's chunks are unmapped
   void put_free_locked(uint32_t c);  // a chunk no block holds (unmapped): to the pool or back
   void wait_idle(std::unique_lock<std::mutex> &lk, DBlock &b);  // until b.busy == 0
   Backend *be_ = nullptr;

@@ -113,7 +113,10 @@ umrt_status umrt_init(const umrt_config *cfg);      /* NULL: defaults + UMRT_* e
                                                        other calls initialise lazily            */
 umrt_status umrt_shutdown(void);                    /* all pages back to host, threads joined   */
 umrt_status umrt_malloc(void **ptr, size_t size);   /* size 0 -> INVALID_VALUE                   */
-umrt_status umrt_free(void *ptr);                   /* not from umrt_malloc / twice -> INVALID   */
+umrt_status umrt_free(void *ptr);                   /* not from umrt_malloc / twice -> INVALID;
+                                                       like cudaFree, waits for all queued device
+                                                       work before it gives device memory back
+                                                       (only when it gives some back)           */
 umrt_status umrt_prefetch(const void *ptr, size_t size, umrt_location dst, void *stream);
                                                     /* pages covering [ptr, ptr+size) of ONE
                                                        allocation; stream NULL = synchronous    */
