@@ -384,13 +384,14 @@ const char *umrt_backend_name(void) {
 
 umrt_status umrt_inject_failure(umrt_inject_kind kind, uint64_t nth, uint64_t count) {
   const int k = enum_int(kind);
-  if (k != UMRT_INJECT_ALLOC && k != UMRT_INJECT_COPY)
+  if (k != UMRT_INJECT_ALLOC && k != UMRT_INJECT_COPY && k != UMRT_INJECT_CHUNK)
     return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_inject_failure: kind %d is not an injection kind", k);
   if (nth == 0 || count == 0)
     return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_inject_failure: nth and count must be >= 1");
   Call call;
   if (!call.ok()) return call.status();
-  int rc = call.rt().backend->inject(k == UMRT_INJECT_ALLOC ? InjectKind::alloc : InjectKind::copy, nth, count);
+  const InjectKind ik = k == UMRT_INJECT_ALLOC ? InjectKind::alloc : k == UMRT_INJECT_COPY ? InjectKind::copy : InjectKind::chunk;
+  int rc = call.rt().backend->inject(ik, nth, count);
   if (rc == -EOPNOTSUPP)
     return set_error(UMRT_ERROR_NOT_SUPPORTED, "umrt_inject_failure: the %s backend has no fault injection", call.rt().backend->name());
   return rc ? set_error(UMRT_ERROR_INVALID_VALUE, "umrt_inject_failure: %s", strerror(-rc)) : UMRT_SUCCESS;

@@ -19,11 +19,22 @@ void Backend::window_destroy(DevWindow *w) {
   w->bytes = 0;
 }
 
-int Backend::chunk_map(DevWindow *w, size_t offset, uint32_t chunk) {
+int Backend::chunk_map(DevWindow *w, size_t offset, uint32_t chunk, bool fresh) {
   if (!w || offset % kBlockSize || offset + kBlockSize > w->bytes ||
       uint64_t{chunk} * kBlockSize >= capacity())
     return -EINVAL;
+  if (fresh && chunk_inject_.hit()) {
+    log(Level::debug, "%s: creating chunk %u fails (fault injection: memory taken by others)", name(), chunk);
+    return -ENOMEM;
+  }
   return do_chunk_map(w, offset, chunk);
+}
+
+int Backend::inject(InjectKind k, uint64_t nth, uint64_t count) {
+  if (k != InjectKind::chunk) return do_inject(k, nth, count);
+  if (nth == 0 || count == 0) return -EINVAL;
+  chunk_inject_.arm(nth, count);
+  return 0;
 }
 
 int Backend::chunk_unmap(DevWindow *w, size_t offset) {

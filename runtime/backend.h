@@ -42,50 +42,7 @@ struct Installer {
   ~Installer() = default;
 };
 
-enum class InjectKind { alloc = 1, copy = 2 };
-
-class Backend {
- public:
-  virtual ~Backend() = default;
-
-  const char *name() const { return do_name(); }
-  uint64_t capacity() const { return do_capacity(); }  // bytes of device memory, chunk multiple
-
-  int window_create(size_t bytes, DevWindow *w);
-  void window_destroy(DevWindow *w);
-  int chunk_map(DevWindow *w, size_t offset, uint32_t chunk);
-  int chunk_unmap(DevWindow *w, size_t offset);
-  void chunk_release(uint32_t chunk) { do_chunk_release(chunk); }  // give physical memory back
-
-  // A batch allocates its destination frames (fault injection point "alloc").
-  int frames_alloc(size_t npages) { return do_frames_alloc(npages); }
-  // Run every op (in parallel where the backend can); per-op status in ops[i].status.
-  // Returns 0 when all succeeded, else the first error.
-  int transfer(CopyOp *ops, size_t n, Installer *inst);
-  // Make device-resident data stable: wait for device work that may still write it.
-  int device_sync() { return do_device_sync(); }
-  // Wait for the work queued on a user stream (a cudaStream_t on cuda; nullptr: no-op).
-  int stream_sync(void *stream) { return stream ? do_stream_sync(stream) : 0; }
-  int inject(InjectKind k, uint64_t nth, uint64_t count) { return do_inject(k, nth, count); }
-  // The device library's own words for the last failure (e.g. a CUDA error string), once: the
-  // text is cleared by reading it; "" if none.
-  std::string take_error_text() { return do_take_error_text(); }
-
- private:
-  virtual const char *do_name() const = 0;
-  virtual uint64_t do_capacity() const = 0;
-  virtual int do_window_create(size_t bytes, DevWindow *w) = 0;
-  virtual void do_window_destroy(DevWindow *w) = 0;
-  virtual int do_chunk_map(DevWindow *w, size_t offset, uint32_t chunk) = 0;
-  virtual int do_chunk_unmap(DevWindow *w, size_t offset) = 0;
-  virtual void do_chunk_release(uint32_t chunk) = 0;
-  virtual int do_frames_alloc(size_t npages) = 0;
-  virtual int do_transfer(CopyOp *ops, size_t n, Installer *inst) = 0;
-  virtual int do_device_sync() = 0;
-  virtual int do_stream_sync(void *stream) = 0;
-  virtual int do_inject(InjectKind k, uint64_t nth, uint64_t count) = 0;
-  virtual std::string do_take_error_text() { return {}; }
-};
+enum class InjectKind { alloc = 1, copy = 2, chunk = 3 };
 
 // Fault injection shared by the backends: operations are numbered from 1 after each arm();
 // those in [from, from + count) fail.
@@ -106,7 +63,54 @@ struct Injector {
   }
 };
 
-// The two injection points every backend has: frame allocations and copies.
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  const char *name() const { return do_name(); }
+  uint64_t capacity() const { return do_capacity(); }  // bytes of device memory, chunk multiple
+
+  int window_create(size_t bytes, DevWindow *w);
+  void window_destroy(DevWindow *w);
+  // fresh: the chunk has no memory yet (never used, or given back): the backend creates it
+  // (cuda: cuMemCreate), which fails with -ENOMEM when others took the device's memory.
+  int chunk_map(DevWindow *w, size_t offset, uint32_t chunk, bool fresh = false);
+  int chunk_unmap(DevWindow *w, size_t offset);
+  void chunk_release(uint32_t chunk) { do_chunk_release(chunk); }  // give physical memory back
+
+  // A batch allocates its destination frames (fault injection point "alloc").
+  int frames_alloc(size_t npages) { return do_frames_alloc(npages); }
+  // Run every op (in parallel where the backend can); per-op status in ops[i].status.
+  // Returns 0 when all succeeded, else the first error.
+  int transfer(CopyOp *ops, size_t n, Installer *inst);
+  // Make device-resident data stable: wait for device work that may still write it.
+  int device_sync() { return do_device_sync(); }
+  // Wait for the work queued on a user stream (a cudaStream_t on cuda; nullptr: no-op).
+  int stream_sync(void *stream) { return stream ? do_stream_sync(stream) : 0; }
+  int inject(InjectKind k, uint64_t nth, uint64_t count);
+  // The device library's own words for the last failure (e.g. a CUDA error string), once: the
+  // text is cleared by reading it; "" if none.
+  std::string take_error_text() { return do_take_error_text(); }
+
+ private:
+  virtual const char *do_name() const = 0;
+  virtual uint64_t do_capacity() const = 0;
+  virtual int do_window_create(size_t bytes, DevWindow *w) = 0;
+  virtual void do_window_destroy(DevWindow *w) = 0;
+  virtual int do_chunk_map(DevWindow *w, size_t offset, uint32_t chunk) = 0;
+  virtual int do_chunk_unmap(DevWindow *w, size_t offset) = 0;
+  virtual void do_chunk_release(uint32_t chunk) = 0;
+  virtual int do_frames_alloc(size_t npages) = 0;
+  virtual int do_transfer(CopyOp *ops, size_t n, Installer *inst) = 0;
+  virtual int do_device_sync() = 0;
+  virtual int do_stream_sync(void *stream) = 0;
+  virtual int do_inject(InjectKind k, uint64_t nth, uint64_t count) = 0;
+  virtual std::string do_take_error_text() { return {}; }
+  Injector chunk_inject_;  // InjectKind::chunk, for every backend (backend.cpp)
+};
+
+// The two injection points of each backend: frame allocations and copies (chunk creation is
+// the Backend's own, the same for every backend).
 struct Injectors {
   Injector alloc, copy;
   int arm(InjectKind k, uint64_t nth, uint64_t count) {

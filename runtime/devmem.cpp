@@ -196,13 +196,30 @@ int DevMem::ensure_chunk(DBlock *b, uint64_t span) {
   std::unique_lock lk(mu_);
   int failures = 0;
   int last_err = -ENOMEM;
+  bool no_fresh = false;  // a fresh chunk failed: evict rather than try the next fresh one
   for (;;) {
     if (b->chunk != kNoChunk) return 0;
     // A ready chunk first (its memory is allocated already), else one never used or released.
-    if (!free_.empty() || !bare_.empty()) {
+    if (!free_.empty() || (!bare_.empty() && !no_fresh)) {
       std::vector<uint32_t> &from = free_.empty() ? bare_ : free_;
       uint32_t c = from.back();
-      int rc = be_->chunk_map(b->win, b->win_offset, c);
+      int rc = be_->chunk_map(b->win, b->win_offset, c, &from == &bare_);
+      if (rc == -ENOMEM && &from == &bare_) {
+        // The device has less memory than at init (another user took it): this chunk cannot be
+        // had, capacity shrinks by it, and the batch evicts the least recently used block
+        // instead (a later call may find fresh memory again).
+        from.pop_back();
+        const uint32_t lost = retired_.fetch_add(1, std::memory_order_relaxed) + 1;
+        if (!warned_retired_) {
+          warned_retired_ = true;
+          log(Level::warn, "device memory: a 2 MiB chunk could not be created (out of memory: the application or "
+              "another process took device memory after umrt_init); capacity now %llu MiB, evicting to make room",
+              static_cast<unsigned long long>(uint64_t{nchunks_ - lost} * kBlockSize >> 20));
+        }
+        no_fresh = true;
+        last_err = -ENOMEM;
+        continue;
+      }
       if (rc) return rc;
       from.pop_back();
       b->chunk = c;
@@ -238,13 +255,23 @@ int DevMem::ensure_chunk(DBlock *b, uint64_t span) {
     v->busy.fetch_sub(1);
     cv_.notify_all();
     if (v->busy == 0 && v->chunk != kNoChunk && v->resident.load(std::memory_order_acquire) == 0) {
-      // The victim is empty: its chunk goes to the free list and the loop takes it from there
-      // (another batch on b may have given b a chunk meanwhile: then this one stays free).
+      // The victim is empty: its chunk (memory and all) goes to b, or to the pool if another
+      // batch on b gave b a chunk meanwhile.
       be_->chunk_unmap(v->win, v->win_offset);
-      put_free_locked(v->chunk);
+      const uint32_t c = v->chunk;
       v->chunk = kNoChunk;
       lru_.erase(v->lru_it);
       evictions_.fetch_add(1, std::memory_order_relaxed);
+      if (b->chunk == kNoChunk) {
+        int mrc = be_->chunk_map(b->win, b->win_offset, c);
+        if (mrc == 0) {
+          b->chunk = c;
+          b->lru_it = lru_.insert(lru_.end(), b);
+          return 0;
+        }
+        last_err = mrc;
+      }
+      put_free_locked(c);
       continue;
     }
     // The victim kept pages (a copy failed, or a new batch raced in): try again, with the next
@@ -258,7 +285,7 @@ int DevMem::ensure_chunk(DBlock *b, uint64_t span) {
 
 uint64_t DevMem::bytes_in_use() {
   std::lock_guard g(mu_);
-  return uint64_t{nchunks_ - static_cast<uint32_t>(free_.size() + bare_.size())} * kBlockSize;
+  return uint64_t{nchunks_ - retired_.load() - static_cast<uint32_t>(free_.size() + bare_.size())} * kBlockSize;
 }
 
 bool DevMem::validate(const std::vector<RangePtr> &ranges, std::string *why) {

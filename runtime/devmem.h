@@ -100,7 +100,8 @@ class DevMem {
   int ensure_chunk(DBlock *b, uint64_t span);
   void touch(DBlock *b, uint64_t span);  // most recently used, filled by that span
 
-  uint64_t capacity() const { return uint64_t{nchunks_} * kBlockSize; }
+  // What can be had: less than at init once chunks could not be created (memory taken by others).
+  uint64_t capacity() const { return uint64_t{nchunks_ - retired_.load(std::memory_order_relaxed)} * kBlockSize; }
   uint64_t bytes_in_use();
   uint64_t evictions() const { return evictions_.load(std::memory_order_relaxed); }
   // Check every invariant above; on failure *why says which (quiescent state expected).
@@ -122,6 +123,8 @@ class DevMem {
   std::vector<uint32_t> free_;
   std::vector<uint32_t> bare_;
   uint32_t pool_max_ = 0;
+  std::atomic<uint32_t> retired_{0};  // chunks whose creation failed: out of circulation
+  bool warned_retired_ = false;       // under mu_: the log says it once
   std::list<DBlock *> lru_;                    // blocks holding a chunk, least recent first
   // Packs, and the packs with free slots ordered by their longest free run: a small range
   // takes the pack with the shortest run that fits (best fit, O(log packs)), so the cost of

@@ -393,6 +393,46 @@ TEST_F(InjectSmallDevice, CopyFailureDuringEviction) {
   EXPECT_TRUE(check_pattern(m.get(), size, 11));
 }
 
+// Device memory taken by someone else after umrt_init: creating a chunk fails with out of
+// memory. The prefetch evicts the least recently used block and goes on with its chunk (not
+// UMRT_ERROR_OUT_OF_MEMORY), the capacity shrinks by what could not be had, and every byte stays.
+TEST_F(InjectSmallDevice, ChunkCreationFailureEvictsAndShrinksCapacity) {
+  const size_t size = 4 * MiB;
+  Managed a(size), b(2 * MiB);
+  ASSERT_TRUE(a && b);
+  fill_pattern(a.get(), size, 12);
+  fill_pattern(b.get(), 2 * MiB, 13);
+  ASSERT_EQ(umrt_prefetch(a.get(), 2 * MiB, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
+  EXPECT_EQ(get_stats().device_capacity, 4 * MiB);
+  // The second chunk (never made yet) cannot be created: a's block must make room.
+  ASSERT_EQ(umrt_inject_failure(UMRT_INJECT_CHUNK, 1, 1), UMRT_SUCCESS) << last_error();
+  ASSERT_EQ(umrt_prefetch(b.get(), 2 * MiB, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
+  EXPECT_TRUE(all_pages_at(b.get(), 2 * MiB, UMRT_LOCATION_DEVICE));
+  umrt_stats st = get_stats();
+  EXPECT_EQ(st.device_capacity, 2 * MiB) << "the capacity should shrink to what could be had";
+  EXPECT_GE(st.evictions, 1u);
+  EXPECT_TRUE(check_pattern(a.get(), size, 12));
+  EXPECT_TRUE(check_device_pattern(b.get(), 2 * MiB, 13, 0));
+  EXPECT_EQ(umrt_validate(), UMRT_SUCCESS) << last_error();
+  // Nothing left to create and nothing to evict but b, which the next prefetch needs itself:
+  // a two-block prefetch cannot fit any more and streams (its own oldest block makes room).
+  ASSERT_EQ(umrt_prefetch(a.get(), size, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
+  EXPECT_TRUE(check_pattern(a.get(), size, 12));
+  EXPECT_TRUE(check_pattern(b.get(), 2 * MiB, 13));
+}
+
+// With nothing on the device to evict, a chunk that cannot be created is out of memory.
+TEST_F(InjectSmallDevice, ChunkCreationFailureWithNothingToEvictIsOutOfMemory) {
+  Managed a(2 * MiB);
+  ASSERT_TRUE(a);
+  fill_pattern(a.get(), 2 * MiB, 14);
+  ASSERT_EQ(umrt_inject_failure(UMRT_INJECT_CHUNK, 1, 2), UMRT_SUCCESS) << last_error();
+  EXPECT_EQ(umrt_prefetch(a.get(), 2 * MiB, UMRT_LOCATION_DEVICE, nullptr), UMRT_ERROR_OUT_OF_MEMORY);
+  EXPECT_TRUE(all_pages_at(a.get(), 2 * MiB, UMRT_LOCATION_HOST)) << "a failed prefetch moved pages";
+  EXPECT_TRUE(check_pattern(a.get(), 2 * MiB, 14));
+  EXPECT_EQ(umrt_validate(), UMRT_SUCCESS) << last_error();
+}
+
 // Injected failures interleaved with normal traffic over many rounds.
 TEST_F(Inject, FailuresInterleavedWithTraffic) {
   const size_t size = 4 * MiB;

@@ -106,6 +106,9 @@ typedef struct umrt_stats {
 typedef enum umrt_inject_kind {
   UMRT_INJECT_ALLOC = 1, /* the nth next destination frame allocation of a batch fails */
   UMRT_INJECT_COPY = 2,  /* the nth next copy (one coalesced run) fails                */
+  UMRT_INJECT_CHUNK = 3, /* the nth next creation of a device-memory chunk fails as out of
+                            memory (as when another user took the GPU's memory after
+                            umrt_init): umrt evicts and retries, and its capacity shrinks */
 } umrt_inject_kind;
 
 umrt_status umrt_config_defaults(umrt_config *cfg);  /* defaults + UMRT_* environment          */
