@@ -127,7 +127,16 @@ umrt_status umrt_prefetch(const void *ptr, size_t size, umrt_location dst, void 
  * is there, so kernels enqueued on the stream afterwards see it; to the host, the copy first
  * waits for the work queued on the stream. A CPU access to a device-resident page waits for
  * all queued device work before the page comes back. Kernels must use umrt_device_pointer()
- * addresses, never the host address of a managed range. */
+ * addresses, never the host address of a managed range.
+ * Contexts (cuda): umrt works on the device current on the thread that initialises it (device
+ * 0 if none), in that device's primary context (the one the CUDA runtime uses), retained once.
+ * Each umrt call makes it current for its own CUDA calls and leaves the calling thread's current
+ * context exactly as it was; umrt never calls cudaSetDevice or cudaGetLastError on application
+ * threads. Device addresses are mapped for the device, so kernels of any context on that device
+ * may use them; a stream given to umrt_prefetch must belong to a context on umrt's device.
+ * Deadlock to avoid: a CPU access to a device-resident page waits for all queued device work
+ * (above), so a host function (cudaLaunchHostFunc) or a kernel that waits for a CPU thread
+ * which touches device-resident managed memory never completes. */
 umrt_status umrt_device_pointer(const void *ptr, void **dptr);  /* device address of that byte  */
 umrt_status umrt_page_location(const void *ptr, umrt_location *loc); /* NONE pages read as HOST */
 umrt_status umrt_get_stats(umrt_stats *out);

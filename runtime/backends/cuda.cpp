@@ -16,6 +16,10 @@
 // bytes into the range. Zero-fill: cudaMemsetAsync, never a copy. Every CUDA status is checked;
 // a failed piece fails its op (-EIO) and its text is kept for umrt_last_error().
 //
+// Contexts: umrt retains the primary context of its device once and makes it current only for
+// the scope of its own calls (ContextGuard), restoring whatever the thread had; its own threads
+// set it once (bind_thread). Waits for DMA use blocking-sync events: no thread spins a core.
+//
 // The driver API is reached through cudaGetDriverEntryPointByVersion, and the runtime is linked
 // statically: nothing here needs libcuda.so at link or load time, so the same binaries run (on
 // the sim backend) on machines without a driver.
@@ -41,25 +45,6 @@ constexpr size_t kSlotBytes = size_t{1} << 20;  // one staging slot = one piece
 constexpr unsigned kSlots = 4;                   // per lane: DMA of 3 pieces behind the CPU's
 constexpr unsigned kSpareLanes = 4;              // lanes for submitting threads (1: the fault service's)
 
-// Makes umrt's device current on this thread for a scope and gives the application its own back:
-// umrt calls run on application threads, which may be working on another device.
-class DeviceGuard {
- public:
-  explicit DeviceGuard(int dev) {
-    if (cudaGetDevice(&prev_) != cudaSuccess) prev_ = -1;
-    if (prev_ != dev) cudaSetDevice(dev);
-    else prev_ = -1;
-  }
-  ~DeviceGuard() {
-    if (prev_ >= 0) cudaSetDevice(prev_);
-  }
-  DeviceGuard(const DeviceGuard &) = delete;
-  DeviceGuard &operator=(const DeviceGuard &) = delete;
-
- private:
-  int prev_ = -1;
-};
-
 // The driver entry points this backend uses (no link-time dependency on libcuda).
 struct Driver {
   decltype(&cuDeviceGet) DeviceGet = nullptr;
@@ -73,6 +58,12 @@ struct Driver {
   decltype(&cuMemUnmap) MemUnmap = nullptr;
   decltype(&cuMemSetAccess) MemSetAccess = nullptr;
   decltype(&cuGetErrorString) GetErrorString = nullptr;
+  decltype(&cuDevicePrimaryCtxRetain) DevicePrimaryCtxRetain = nullptr;
+  decltype(&cuDevicePrimaryCtxRelease) DevicePrimaryCtxRelease = nullptr;
+  decltype(&cuCtxGetCurrent) CtxGetCurrent = nullptr;
+  decltype(&cuCtxSetCurrent) CtxSetCurrent = nullptr;
+  decltype(&cuCtxPushCurrent) CtxPushCurrent = nullptr;
+  decltype(&cuCtxPopCurrent) CtxPopCurrent = nullptr;
 
   // "" on success, else which symbol could not be found.
   std::string load() {
@@ -88,6 +79,12 @@ struct Driver {
         {"cuMemUnmap", reinterpret_cast<void **>(&MemUnmap)},
         {"cuMemSetAccess", reinterpret_cast<void **>(&MemSetAccess)},
         {"cuGetErrorString", reinterpret_cast<void **>(&GetErrorString)},
+        {"cuDevicePrimaryCtxRetain", reinterpret_cast<void **>(&DevicePrimaryCtxRetain)},
+        {"cuDevicePrimaryCtxRelease", reinterpret_cast<void **>(&DevicePrimaryCtxRelease)},
+        {"cuCtxGetCurrent", reinterpret_cast<void **>(&CtxGetCurrent)},
+        {"cuCtxSetCurrent", reinterpret_cast<void **>(&CtxSetCurrent)},
+        {"cuCtxPushCurrent", reinterpret_cast<void **>(&CtxPushCurrent)},
+        {"cuCtxPopCurrent", reinterpret_cast<void **>(&CtxPopCurrent)},
     };
     for (const Sym &s : syms) {
       cudaDriverEntryPointQueryResult q{};
@@ -104,17 +101,44 @@ struct Driver {
   }
 };
 
+// Makes umrt's context (the primary context of its device, retained once at start) current on
+// this thread for a scope, and leaves the thread's current context exactly as it was: nothing,
+// umrt's own, or another one the application works in. No cudaSetDevice: since CUDA 12 that
+// creates a context on a device the thread never used (and fails in exclusive-process mode).
+// CUDA runtime calls made inside use the current context, so they reach umrt's device.
+class ContextGuard {
+ public:
+  ContextGuard(const Driver &d, CUcontext ctx) : d_(d) {
+    CUcontext cur = nullptr;
+    if (!ctx || (d.CtxGetCurrent(&cur) == CUDA_SUCCESS && cur == ctx)) return;
+    pushed_ = d.CtxPushCurrent(ctx) == CUDA_SUCCESS;
+  }
+  ~ContextGuard() {
+    CUcontext popped = nullptr;
+    if (pushed_) d_.CtxPopCurrent(&popped);
+  }
+  ContextGuard(const ContextGuard &) = delete;
+  ContextGuard &operator=(const ContextGuard &) = delete;
+
+ private:
+  const Driver &d_;
+  bool pushed_ = false;
+};
+
 class CudaBackend final : public Backend, private DmaOps {
  public:
   explicit CudaBackend(const CudaOptions &o) : opt_(o) {}
   ~CudaBackend() override {
     pipeline_.reset();  // engines joined
-    if (dev_ < 0) return;
-    DeviceGuard guard(dev_);
-    // Errors are ignored from here on: at process exit the runtime may already be unloading.
-    for (auto &l : lanes_) free_lane(*l);
-    for (CUmemGenericAllocationHandle &h : handles_)
-      if (h) drv_.MemRelease(h);
+    if (!ctx_) return;
+    {
+      ContextGuard guard(drv_, ctx_);
+      // Errors are ignored from here on: at process exit the runtime may already be unloading.
+      for (auto &l : lanes_) free_lane(*l);
+      for (CUmemGenericAllocationHandle &h : handles_)
+        if (h) drv_.MemRelease(h);
+    }
+    drv_.DevicePrimaryCtxRelease(cudev_);
   }
 
   // "" on success, else why the backend cannot run.
@@ -125,17 +149,23 @@ class CudaBackend final : public Backend, private DmaOps {
       return std::string("no usable GPU (is an NVIDIA driver installed and a device visible?): cudaGetDeviceCount: ") +
              cudaGetErrorString(e);
     if (count == 0) return "no CUDA device found";
+    // umrt's device: the calling thread's current one (device 0 if it has none); asking does not
+    // create a context, and the thread's state is left as it was.
     int dev = 0;
     if ((e = cudaGetDevice(&dev)) != cudaSuccess) return std::string("cudaGetDevice: ") + cudaGetErrorString(e);
-    if ((e = cudaSetDevice(dev)) != cudaSuccess) return std::string("cudaSetDevice: ") + cudaGetErrorString(e);
-    if ((e = cudaFree(nullptr)) != cudaSuccess)  // creates the primary context the app shares
-      return std::string("creating the CUDA context: ") + cudaGetErrorString(e);
     cudaDeviceProp prop{};
     if ((e = cudaGetDeviceProperties(&prop, dev)) != cudaSuccess)
       return std::string("cudaGetDeviceProperties: ") + cudaGetErrorString(e);
     if (std::string why = drv_.load(); !why.empty()) return "driver entry point " + why;
     CUdevice cudev = 0;
     if (CUresult r = drv_.DeviceGet(&cudev, dev); r != CUDA_SUCCESS) return std::string("cuDeviceGet: ") + drv_.text(r);
+    // The primary context, the one the CUDA runtime (and so the application) uses on that device.
+    if (CUresult r = drv_.DevicePrimaryCtxRetain(&ctx_, cudev); r != CUDA_SUCCESS) {
+      ctx_ = nullptr;
+      return std::string("cuDevicePrimaryCtxRetain: ") + drv_.text(r);
+    }
+    cudev_ = cudev;
+    ContextGuard guard(drv_, ctx_);
     int vmm = 0;
     if (CUresult r = drv_.DeviceGetAttribute(&vmm, CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED, cudev);
         r != CUDA_SUCCESS)
@@ -176,7 +206,10 @@ class CudaBackend final : public Backend, private DmaOps {
       for (StagingSlot &s : lane.slots) {
         if ((e = cudaHostAlloc(&s.buf, kSlotBytes, cudaHostAllocPortable)) != cudaSuccess)
           return std::string("cudaHostAlloc of the staging ring: ") + cudaGetErrorString(e);
-        if ((e = cudaEventCreateWithFlags(reinterpret_cast<cudaEvent_t *>(&s.event), cudaEventDisableTiming)) != cudaSuccess)
+        // Blocking sync: a thread waiting for a piece's DMA sleeps instead of spinning a core
+        // the application could use.
+        if ((e = cudaEventCreateWithFlags(reinterpret_cast<cudaEvent_t *>(&s.event),
+                                          cudaEventDisableTiming | cudaEventBlockingSync)) != cudaSuccess)
           return std::string("cudaEventCreate: ") + cudaGetErrorString(e);
       }
     }
@@ -209,9 +242,10 @@ class CudaBackend final : public Backend, private DmaOps {
     std::lock_guard g(err_mu_);
     err_ = b;
   }
+  // The status of each call is taken where it is made; cudaGetLastError is never called (on an
+  // application thread it would clear the application's own pending error).
   int fail_rt(const char *what, cudaError_t e, int rc = -EIO) {
     note("%s: %s", what, cudaGetErrorString(e));
-    (void)cudaGetLastError();  // the error is reported here: don't leave it to the app's next call
     return rc;
   }
   int fail_drv(const char *what, CUresult r) {
@@ -220,7 +254,7 @@ class CudaBackend final : public Backend, private DmaOps {
   }
 
   int do_window_create(size_t bytes, DevWindow *w) override {
-    DeviceGuard guard(dev_);
+    ContextGuard guard(drv_, ctx_);
     CUdeviceptr p = 0;
     if (CUresult r = drv_.MemAddressReserve(&p, bytes, kBlockSize, 0, 0); r != CUDA_SUCCESS)
       return fail_drv("cuMemAddressReserve", r);
@@ -229,12 +263,13 @@ class CudaBackend final : public Backend, private DmaOps {
     return 0;
   }
   void do_window_destroy(DevWindow *w) override {
+    ContextGuard guard(drv_, ctx_);
     CUresult r = drv_.MemAddressFree(reinterpret_cast<CUdeviceptr>(w->base), w->bytes);
     if (r != CUDA_SUCCESS) fail_drv("cuMemAddressFree", r);
   }
 
   int do_chunk_map(DevWindow *w, size_t offset, uint32_t chunk) override {
-    DeviceGuard guard(dev_);
+    ContextGuard guard(drv_, ctx_);
     CUmemGenericAllocationHandle h = 0;
     {
       std::lock_guard g(hmu_);
@@ -255,6 +290,7 @@ class CudaBackend final : public Backend, private DmaOps {
     return 0;
   }
   int do_chunk_unmap(DevWindow *w, size_t offset) override {
+    ContextGuard guard(drv_, ctx_);
     auto at = reinterpret_cast<CUdeviceptr>(w->base) + offset;
     if (CUresult r = drv_.MemUnmap(at, kBlockSize); r != CUDA_SUCCESS) return fail_drv("cuMemUnmap", r);
     return 0;
@@ -273,12 +309,12 @@ class CudaBackend final : public Backend, private DmaOps {
     return -ENOMEM;
   }
   int do_device_sync() override {
-    DeviceGuard guard(dev_);
+    ContextGuard guard(drv_, ctx_);
     cudaError_t e = cudaDeviceSynchronize();
     return e == cudaSuccess ? 0 : fail_rt("cudaDeviceSynchronize (waiting for device work)", e);
   }
   int do_stream_sync(void *stream) override {
-    DeviceGuard guard(dev_);
+    ContextGuard guard(drv_, ctx_);
     cudaError_t e = cudaStreamSynchronize(static_cast<cudaStream_t>(stream));
     return e == cudaSuccess ? 0 : fail_rt("cudaStreamSynchronize of the caller's stream", e);
   }
@@ -287,11 +323,16 @@ class CudaBackend final : public Backend, private DmaOps {
   // ---- copies: the staging pipeline over CUDA streams and events ------------------------------
 
   int do_transfer(CopyOp *ops, size_t n, Installer *inst) override {
-    DeviceGuard guard(dev_);  // bind_thread() sets it on this thread for the pipeline
+    ContextGuard guard(drv_, ctx_);  // the pipeline's bind_thread() then finds it current
     return pipeline_->transfer(ops, n, inst, inject_.copy, Uffd::on_fault_service_thread());
   }
 
-  void bind_thread() override { cudaSetDevice(dev_); }
+  // umrt's own threads (copy engines) make umrt's context current once; on a thread already in a
+  // ContextGuard (do_transfer) it is current and nothing changes.
+  void bind_thread() override {
+    CUcontext cur = nullptr;
+    if (drv_.CtxGetCurrent(&cur) != CUDA_SUCCESS || cur != ctx_) drv_.CtxSetCurrent(ctx_);
+  }
   int h2d(void *dev, const void *staged, size_t len, void *stream) override {
     return cudaMemcpyAsync(dev, staged, len, cudaMemcpyHostToDevice, static_cast<cudaStream_t>(stream));
   }
@@ -305,10 +346,7 @@ class CudaBackend final : public Backend, private DmaOps {
     return cudaEventRecord(static_cast<cudaEvent_t>(event), static_cast<cudaStream_t>(stream));
   }
   int wait(void *event) override { return cudaEventSynchronize(static_cast<cudaEvent_t>(event)); }
-  const char *text(int err) override {
-    (void)cudaGetLastError();  // reported through the pipeline: not left to the app's next call
-    return cudaGetErrorString(static_cast<cudaError_t>(err));
-  }
+  const char *text(int err) override { return cudaGetErrorString(static_cast<cudaError_t>(err)); }
   void report(const char *msg) override { note("%s", msg); }
 
   static void free_lane(StagingLane &l) {
@@ -322,6 +360,8 @@ class CudaBackend final : public Backend, private DmaOps {
   CudaOptions opt_;
   Driver drv_;
   int dev_ = -1;
+  CUdevice cudev_ = 0;
+  CUcontext ctx_ = nullptr;  // umrt's device's primary context, retained from start to the end
   uint64_t capacity_ = 0;
   CUmemAllocationProp prop_{};
   CUmemAccessDesc access_{};
