@@ -73,6 +73,8 @@ run_normal() {
 # Sanitizer options of the asan and tsan configurations (ctest and the soak alike).
 # protect_shadow_gap=0: the CUDA driver maps memory where ASan keeps its shadow gap (GPU only).
 asan_options="${ASAN_OPTIONS:-detect_leaks=1:protect_shadow_gap=0}"
+# The CUDA driver's own allocations, which LeakSanitizer would report on a GPU (never umrt's).
+export LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$root/scripts/lsan-cuda.supp}"
 ubsan_options="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 # tests/tsan.supp, when the test suite has one, holds TSan suppressions.
 tsan_options="halt_on_error=1:second_deadlock_stack=1"

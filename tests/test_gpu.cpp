@@ -13,6 +13,7 @@
 #include <cstring>
 #include <ostream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "test_util.h"
@@ -607,6 +608,78 @@ TEST_F(Gpu, InjectedCopyFailureToHost) {
   ASSERT_TRUE(gpu_checksum(m.get(), size, s.get(), &got));
   EXPECT_EQ(got, uk::host_checksum(want.data(), size)) << "the device copy changed";
   EXPECT_TRUE(same_bytes(m.get(), want)) << "the kernel's data did not come home after the failure";
+}
+
+}  // namespace
+
+// ---- first-run probes (scripts/gpu-check.sh runs each as a row of its table) ------------------
+
+namespace {
+
+class GpuFirstRun : public Gpu {
+ protected:
+  void Configure(umrt_config &cfg) override { cfg.device_memory = 1 * GiB; }
+};
+
+// umrt called from a thread that has made no CUDA call: umrt makes its own context current for
+// its calls and leaves the thread as it was; the data reaches the device (checksum kernel).
+TEST_F(GpuFirstRun, PrefetchFromAThreadWithoutCuda) {
+  const size_t size = 8 * MiB;
+  Managed m(size);
+  ASSERT_TRUE(m);
+  umrt_status st = UMRT_ERROR_BACKEND;
+  std::string why;
+  std::thread t([&] {
+    fill_pattern(m.get(), size, 90);
+    st = umrt_prefetch(m.get(), size, UMRT_LOCATION_DEVICE, nullptr);
+    if (st != UMRT_SUCCESS) why = last_error();
+  });
+  t.join();
+  ASSERT_EQ(st, UMRT_SUCCESS) << why;
+  std::vector<uint8_t> shadow(size);
+  fill_pattern(shadow.data(), size, 90);
+  Stream s;
+  CUDA_ASSERT(s.status());
+  uint64_t got = 0;
+  ASSERT_TRUE(gpu_checksum(m.get(), size, s.get(), &got));
+  EXPECT_EQ(got, uk::host_checksum(shadow.data(), size));
+}
+
+// Device memory taken after umrt_init (a cudaMalloc ballast leaves 256 MiB free): a prefetch past
+// what is left evicts and goes on (capacity shrinks), it does not fail, and every byte stays.
+TEST_F(GpuFirstRun, BallastAfterInitThenPrefetchPastWhatIsLeft) {
+  size_t free_b = 0, total_b = 0;
+  CUDA_ASSERT(cudaMemGetInfo(&free_b, &total_b));
+  if (free_b < 512 * MiB) GTEST_SKIP() << "less than 512 MiB of GPU memory free";
+  void *ballast = nullptr;
+  CUDA_ASSERT(cudaMalloc(&ballast, free_b - 256 * MiB));
+  const size_t size = 512 * MiB;
+  {
+    Managed m(size);
+    ASSERT_TRUE(m);
+    fill_pattern(m.get(), size, 91);
+    const umrt_status st = umrt_prefetch(m.get(), size, UMRT_LOCATION_DEVICE, nullptr);
+    EXPECT_EQ(st, UMRT_SUCCESS) << last_error();
+    EXPECT_LT(get_stats().device_capacity, 1 * GiB) << "the capacity should shrink to what could be had";
+    EXPECT_TRUE(check_pattern(m.get(), size, 91));
+  }
+  CUDA_ASSERT(cudaFree(ballast));
+}
+
+// Sixteen page-touch kernels queued on the range, then an immediate umrt_free, then the stream
+// is waited for: no illegal address (the free waits for the device before unmapping chunks).
+TEST_F(GpuFirstRun, QueuedKernelsThenImmediateFree) {
+  const size_t size = 64 * MiB;
+  void *p = nullptr;
+  ASSERT_EQ(umrt_malloc(&p, size), UMRT_SUCCESS) << last_error();
+  ASSERT_EQ(umrt_prefetch(p, size, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
+  void *d = nullptr;
+  ASSERT_EQ(umrt_device_pointer(p, &d), UMRT_SUCCESS) << last_error();
+  Stream s;
+  CUDA_ASSERT(s.status());
+  for (int k = 0; k < 16; ++k) KERNEL_ASSERT(uk::page_touch(d, size, kPage, 100 + k, s.get()));
+  EXPECT_EQ(umrt_free(p), UMRT_SUCCESS) << last_error();
+  KERNEL_ASSERT(uk::sync(s.get()));
 }
 
 }  // namespace
