@@ -65,12 +65,29 @@ void Range::live_span(size_t *first, size_t *end) const {
     *end = gone ? 0 : npages;
     return;
   }
+  // The span computed last, if no page went GONE since (a seqlock: the tag is invalid while a
+  // writer updates it, and one writer at a time publishes).
+  if (span_tag_.load() == gone) {
+    const size_t a = span_first_.load(), b = span_end_.load();
+    if (span_tag_.load() == gone) {
+      *first = a;
+      *end = b;
+      return;
+    }
+  }
   auto live = [&](size_t p) { return !(entries[p].load(std::memory_order_acquire) & entry::GONE); };
   size_t a = 0, b = npages;
   while (a < b && !live(a)) ++a;
   while (b > a && !live(b - 1)) --b;
   *first = a;
   *end = b;
+  if (!span_writing_.exchange(true)) {
+    span_tag_.store(SIZE_MAX);
+    span_first_.store(a);
+    span_end_.store(b);
+    span_tag_.store(gone);
+    span_writing_.store(false);
+  }
 }
 
 std::vector<RangePtr> RangeTable::insert(RangePtr r) {

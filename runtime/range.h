@@ -37,6 +37,10 @@ struct Range : std::enable_shared_from_this<Range> {
   // Pages marked GONE so far (mark_page_gone): all_gone() and live_span() without a scan of
   // every entry when nothing (or everything) is gone.
   std::atomic<size_t> gone_pages{0};
+  // live_span()'s last answer and the gone_pages count it was computed at (SIZE_MAX: none), so
+  // calls on a range with a large cut part do not scan it each time (range.cpp).
+  mutable std::atomic<size_t> span_tag_{SIZE_MAX}, span_first_{0}, span_end_{0};
+  mutable std::atomic<bool> span_writing_{false};
 
   // Device side. Large: own window; block i covers pages [i*512, (i+1)*512), made on first use
   // (block_at) and owned by the range (deleted with it), listed from blocks_made.
