@@ -88,17 +88,25 @@ constexpr uint64_t kEvacuationTimeNs = 5'000'000'000;  // then what is left is r
 }  // namespace
 
 void recheck_moved(Range &r) {
+  // Only the range's own pages: those not GONE, inside its live span. A shrunk range's cut pages
+  // may still say DEVICE (their device memory goes later), and at the new address other
+  // mappings may lie where they would fall: a mapping there is someone else's, never zapped.
+  size_t lf = 0, le = 0;
+  r.live_span(&lf, &le);
+  if (lf >= le) return;
   std::vector<unsigned char> vec(kBlockPages);
   r.each_block([&](const DBlock &db) {  // blocks never made hold no device pages
     if (db.resident.load(std::memory_order_acquire) == 0) return;
-    const size_t bf = r.packed ? 0 : db.win_offset / kBlockSize * kBlockPages, be = r.block_end(bf);
-    if (mincore(r.addr(bf), (be - bf) * kPageSize, vec.data()) != 0) return;
+    const size_t b0 = r.packed ? 0 : db.win_offset / kBlockSize * kBlockPages;
+    const size_t bf = std::max(b0, lf), be = std::min(r.block_end(b0), le);
+    if (bf >= be || mincore(r.addr(bf), (be - bf) * kPageSize, vec.data()) != 0) return;
     for (size_t p = bf; p < be; ++p) {
       if (!(vec[p - bf] & 1)) continue;
       Entry &e = r.entries[p];
       uint64_t old = 0;
-      if (entry::loc(e.load(std::memory_order_acquire)) != Loc::DEVICE || !entry_try_lock(e, &old)) continue;
-      if (entry::loc(old) == Loc::DEVICE) madvise(r.addr(p), kPageSize, MADV_DONTNEED);
+      const uint64_t cur = e.load(std::memory_order_acquire);
+      if ((cur & entry::GONE) || entry::loc(cur) != Loc::DEVICE || !entry_try_lock(e, &old)) continue;
+      if (entry::loc(old) == Loc::DEVICE && !(old & entry::GONE)) madvise(r.addr(p), kPageSize, MADV_DONTNEED);
       entry_unlock(e);
     }
   });

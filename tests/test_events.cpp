@@ -220,6 +220,36 @@ TEST_F(Events, MremapShrinkThenSpanAcrossTheCutTailIsRefused) {
   EXPECT_EQ(umrt_free(b), UMRT_SUCCESS) << last_error();
 }
 
+// A range on the device, shrunk to 7 pages, then moved to just below a mapping of the
+// application's own: that mapping lies where the range's cut pages would fall at the new
+// address (their entries still say DEVICE until their device memory goes), and umrt's recheck
+// after a move must not zap it. (Found by the fuzzer: ASan's heap zeroed, SIGSEGV later.)
+TEST_F(Events, MremapShrunkRangeMovedLeavesTheNeighboursMappingAlone) {
+  const size_t bytes = 4 * MiB, left = 7 * kPage, mine = 2 * MiB;
+  void *p = nullptr;
+  ASSERT_EQ(umrt_malloc(&p, bytes), UMRT_SUCCESS) << last_error();
+  auto *b = static_cast<uint8_t *>(p);
+  fill_pattern(b, bytes, 36);
+  ASSERT_EQ(umrt_prefetch(b, bytes, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
+  ASSERT_EQ(mremap(b, bytes, left, 0), b) << strerror(errno);
+  // The destination: free room for the 7 pages, and right after them a mapping of our own (so
+  // that the range's whole first block at the new address is mapped: mincore succeeds there).
+  uint8_t *to = reserve_address(bytes);
+  ASSERT_NE(to, nullptr);
+  ASSERT_EQ(munmap(to, bytes), 0);
+  void *own = mmap(to + left, mine, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+  ASSERT_EQ(own, to + left) << strerror(errno);
+  fill_pattern(own, mine, 37);
+  ASSERT_EQ(mremap(b, left, left, MREMAP_MAYMOVE | MREMAP_FIXED, to), to) << strerror(errno);
+  EXPECT_TRUE(check_pattern(to, left, 36));
+  EXPECT_TRUE(all_pages_at(to, left, UMRT_LOCATION_HOST));  // read home just now
+  EXPECT_TRUE(check_pattern(own, mine, 37)) << "the application's own mapping next to the moved range was zapped";
+  EXPECT_EQ(umrt_validate(), UMRT_SUCCESS) << last_error();
+  EXPECT_EQ(umrt_free(to), UMRT_SUCCESS) << last_error();
+  EXPECT_TRUE(check_pattern(own, mine, 37));
+  munmap(own, mine);
+}
+
 TEST_F(Events, MremapOfAPartTakesItsDataAlong) {
   const size_t bytes = 8 * MiB;
   void *p = nullptr;
