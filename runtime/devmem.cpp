@@ -84,12 +84,20 @@ int DevMem::setup_range(Range &r) {
   return 0;
 }
 
-void DevMem::update_room_locked(DBlock *p) {
+namespace {
+// The longest run of free slots in pack p.
+uint32_t longest_free_run(const DBlock &p) {
   uint32_t best = 0;
   for (uint32_t i = 0, run = 0; i < kBlockPages; ++i) {
-    run = p->used[i] ? 0 : run + 1;
+    run = p.used[i] ? 0 : run + 1;
     best = std::max(best, run);
   }
+  return best;
+}
+}  // namespace
+
+void DevMem::update_room_locked(DBlock *p) {
+  const uint32_t best = longest_free_run(*p);
   if (best == p->max_run) return;
   room_.erase({p->max_run, p});
   p->max_run = best;
@@ -334,8 +342,7 @@ bool DevMem::validate(const std::vector<RangePtr> &ranges, std::string *why) {
   };
   for (auto &[k, p] : packs_) {
     if (!check_block(p.get())) return false;
-    uint32_t best = 0;
-    for (uint32_t i = 0, run = 0; i < kBlockPages; ++i) best = std::max(best, run = p->used[i] ? 0 : run + 1);
+    const uint32_t best = longest_free_run(*p);
     if (best != p->max_run) return fail("pack's longest free run is %u, recorded %u", best, p->max_run);
     if ((best > 0) != (room_.count({best, p.get()}) > 0)) return fail("pack with %u free slots in a row %s the room index", best, best ? "missing from" : "listed in");
   }

@@ -156,8 +156,8 @@ std::vector<RangePtr> Runtime::stop() {
   // brought every page home first (bring_home); whatever is still on the device is lost.
   std::vector<RangePtr> left = ranges.snapshot();
 #if UMRT_DEBUG_CHECKS
-  // A pass over every page: only where invariants are checked (callers hold g_life exclusively
-  // after a successful bring_home, so nothing can have gone back to the device).
+  // A pass over every block used: only where invariants are checked (callers hold g_life
+  // exclusively after a successful bring_home, so nothing can have gone back to the device).
   for (const RangePtr &r : left)
     r->each_block([&](const DBlock &b) {
       if (b.resident.load() && !r->all_gone())
