@@ -1,5 +1,7 @@
-// fault.cpp — the fault service: one thread reads userfaultfd messages in batches, groups page
-// faults by (range, device block) and serves each group with one device->host batch covering
+// fault.cpp — the fault service: its threads take turns reading userfaultfd messages in batches
+// (the reader handles the process events it read before the next read; runtime.h), group page
+// faults by (range, device block) and serve each group, one thread per block at a time
+// (serve_exclusive), with one device->host batch covering
 // the faulting pages plus a prefetch window that doubles on sequential access (per stream: a
 // few streams per range are tracked, so several sequential readers each get their window).
 // Windows never cross the faulting block: pages of a block the CPU has not touched stay where
