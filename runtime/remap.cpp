@@ -266,12 +266,8 @@ void Remaps::on_stray_fault(uintptr_t addr) {
       return;
     }
   }
-  size_t below_end = 0;
-  if (below) {
-    size_t first = 0;
-    below->live_span(&first, &below_end);
-  }
-  if (!below || below->start() + (below_end << kPageShift) != lo) {
+  // below, if any, is the range whose live pages end exactly at lo (the loop moved lo there).
+  if (!below) {
     // No range ends where this free part of the mapping begins: not a grown tail. A fault at a
     // range's new address before its REMAP event is handled, or in a range being created, looks
     // the same for a moment: the thread retries. Only a fault that keeps coming back unclaimed
