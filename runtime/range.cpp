@@ -2,6 +2,7 @@
 #include "range.h"
 
 #include "devmem.h"
+#include "threads.h"
 
 #include <algorithm>
 #include <mutex>
@@ -91,6 +92,7 @@ void Range::live_span(size_t *first, size_t *end) const {
 }
 
 std::vector<RangePtr> RangeTable::insert(RangePtr r) {
+  AsyncSignalsBlocked nosig;  // the fault service reads the table (threads.h)
   std::unique_lock g(mu_);
   r->seq = ++seq_;
   const uintptr_t lo = r->start(), hi = lo + r->map_bytes;
@@ -99,6 +101,7 @@ std::vector<RangePtr> RangeTable::insert(RangePtr r) {
 }
 
 std::vector<RangePtr> RangeTable::move(const RangePtr &r, uintptr_t new_start) {
+  AsyncSignalsBlocked nosig;  // the fault service reads the table (threads.h)
   std::unique_lock g(mu_);
   auto it = find_locked(r.get());
   r->set_start(new_start);
@@ -153,6 +156,7 @@ std::multimap<uintptr_t, RangePtr>::const_iterator RangeTable::first_reaching(ui
 }
 
 RangePtr RangeTable::remove_exact(uintptr_t start) {
+  AsyncSignalsBlocked nosig;  // the fault service reads the table (threads.h)
   std::unique_lock g(mu_);
   // Of ranges sharing the key, the one still mapped there.
   auto [it, last] = map_.equal_range(start);
@@ -166,6 +170,7 @@ RangePtr RangeTable::remove_exact(uintptr_t start) {
 }
 
 void RangeTable::forget(const Range *r) {
+  AsyncSignalsBlocked nosig;  // the fault service reads the table (threads.h)
   std::unique_lock g(mu_);
   std::erase_if(freeing_, [&](const RangePtr &x) { return x.get() == r; });
 }
@@ -178,6 +183,7 @@ bool RangeTable::being_freed(uintptr_t addr) const {
 }
 
 bool RangeTable::remove(const Range *r) {
+  AsyncSignalsBlocked nosig;  // the fault service reads the table (threads.h)
   std::unique_lock g(mu_);
   auto it = find_locked(r);
   if (it == map_.end()) return false;

@@ -11,6 +11,7 @@
 
 #include "batch.h"
 #include "config.h"
+#include "threads.h"
 
 namespace umrt::rt {
 
@@ -89,12 +90,14 @@ void Runtime::retire(Range &r) {
 }
 
 void Runtime::add_zombie(RangePtr r) {
+  AsyncSignalsBlocked nosig;  // the fault service adds zombies (threads.h)
   std::lock_guard g(zombies_mu);
   zombies.push_back(std::move(r));
   zombies_waiting.store(true, std::memory_order_release);
 }
 
 void Runtime::retire_unmapped(const RangePtr &r) {
+  AsyncSignalsBlocked nosig;  // the fault service adds zombies (threads.h)
   std::lock_guard g(zombies_mu);
   if (!ranges.remove(r.get())) return;
   zombies.push_back(r);
@@ -102,6 +105,7 @@ void Runtime::retire_unmapped(const RangePtr &r) {
 }
 
 std::vector<RangePtr> Runtime::every_range() {
+  AsyncSignalsBlocked nosig;  // the fault service adds zombies (threads.h)
   std::lock_guard g(zombies_mu);
   std::vector<RangePtr> v = ranges.snapshot();
   v.insert(v.end(), zombies.begin(), zombies.end());
@@ -112,7 +116,8 @@ void Runtime::reap_zombies() {
   if (!zombies_waiting.load(std::memory_order_acquire)) return;
   std::vector<RangePtr> z;
   {
-    std::lock_guard g(zombies_mu);
+    AsyncSignalsBlocked nosig;  // the fault service adds zombies (threads.h)
+  std::lock_guard g(zombies_mu);
     z.swap(zombies);
     zombies_waiting.store(false, std::memory_order_release);
   }

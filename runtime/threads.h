@@ -21,6 +21,24 @@ inline sigset_t runtime_thread_sigmask() {
   return s;
 }
 
+// Blocks asynchronous signals on the calling thread for a scope. Taken (first, so that it ends
+// last) around a lock that the fault service also takes, when an application thread may hold
+// it: a handler that interrupted the holder and touched managed memory would wait for the fault
+// service, which would wait for that lock. Two system calls; only around short sections.
+class AsyncSignalsBlocked {
+ public:
+  AsyncSignalsBlocked() {
+    const sigset_t s = runtime_thread_sigmask();
+    pthread_sigmask(SIG_BLOCK, &s, &old_);
+  }
+  ~AsyncSignalsBlocked() { pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
+  AsyncSignalsBlocked(const AsyncSignalsBlocked &) = delete;
+  AsyncSignalsBlocked &operator=(const AsyncSignalsBlocked &) = delete;
+
+ private:
+  sigset_t old_;
+};
+
 // name: at most 15 characters, "umrt-..." (seen in top, gdb, /proc/<pid>/task/*/comm).
 template <typename F>
 std::thread start_thread(const char *name, F &&f) {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "../backend.h"
+#include "../threads.h"
 
 namespace umrt::rt {
 
@@ -80,6 +81,7 @@ class PieceQueue {
  public:
   void push(std::vector<Piece> &pieces) {
     {
+      AsyncSignalsBlocked nosig;  // submitters may be application threads (threads.h)
       std::lock_guard g(m_);
       for (Piece &p : pieces) q_.push_back(&p);
     }
@@ -98,6 +100,7 @@ class PieceQueue {
   // moment; had it taken a piece of the fault service's, the handler touching managed memory
   // would wait for the fault service, which would wait for that piece.
   Piece *pop_own(const Submission *s) {
+    AsyncSignalsBlocked nosig;
     std::lock_guard g(m_);
     for (auto it = q_.begin(); it != q_.end(); ++it)
       if ((*it)->sub == s) {
