@@ -7,6 +7,10 @@
 //   umrt-probes read-user     what reading user pages through the kernel costs: memcpy against
 //                             process_vm_readv on this process, 2 MiB and 512 KiB (the sim's
 //                             piece), hot in cache ("Reading user pages").
+//   umrt-probes host-pool     256 MiB prefetched to the device and back, with the host pool off
+//                             and on (UMRT_HOST_POOL), rounds interleaved: per-batch finalize
+//                             (h->d) and copy (d->h) times, GB/s, and the first d->h after init
+//                             ("Host pages kept for reuse").
 // Each prints one line per configuration. Uses only the public API.
 #include <sys/mman.h>
 #include <sys/uio.h>
@@ -172,6 +176,69 @@ void read_user() {
   }
 }
 
+// One round: init with the pool off or on, 256 MiB touched on the host, then `reps` times to the
+// device and back. Medians over the reps; "first" is the first d->h after init (every page
+// coming home is new to the process when the pool is off).
+struct PoolRound {
+  double hd_gbps, dh_gbps, fin_us, dh_copy_us, first_dh_gbps, reused_frac;
+};
+PoolRound pool_round(bool on, int reps) {
+  umrt_shutdown();
+  umrt_config c{};
+  c.backend = UMRT_BACKEND_SIM;
+  c.device_memory = 512ull << 20;
+  c.host_pool = on ? 256ull << 20 : 1;  // 1: below one slot, none
+  check(umrt_init(&c), "umrt_init");
+  const size_t bytes = 256ull << 20;
+  char *p = nullptr;
+  check(umrt_malloc(reinterpret_cast<void **>(&p), bytes), "umrt_malloc");
+  std::memset(p, 1, bytes);
+  std::vector<double> hd, dh, fin, dcp;
+  double first = 0;
+  uint64_t reused = 0, home = 0;
+  for (int r = 0; r < reps; ++r) {
+    umrt_stats a{}, b{}, d{};
+    check(umrt_get_stats(&a), "stats");
+    auto t0 = Clock::now();
+    check(umrt_prefetch(p, bytes, UMRT_LOCATION_DEVICE, nullptr), "prefetch to device");
+    auto t1 = Clock::now();
+    check(umrt_get_stats(&b), "stats");
+    check(umrt_prefetch(p, bytes, UMRT_LOCATION_HOST, nullptr), "prefetch to host");
+    auto t2 = Clock::now();
+    check(umrt_get_stats(&d), "stats");
+    hd.push_back(static_cast<double>(bytes) / secs(t1 - t0) / 1e9);
+    dh.push_back(static_cast<double>(bytes) / secs(t2 - t1) / 1e9);
+    if (r == 0) first = dh.back();
+    fin.push_back(static_cast<double>(b.ns_finalize - a.ns_finalize) / 1e3 / static_cast<double>(b.batches - a.batches));
+    dcp.push_back(static_cast<double>(d.ns_copy - b.ns_copy) / 1e3 / static_cast<double>(d.batches - b.batches));
+    reused += d.host_pages_reused - b.host_pages_reused;
+    home += d.pages_to_host - b.pages_to_host;
+  }
+  if (p[0] != 1 || p[bytes - 1] != 1) {
+    std::fprintf(stderr, "host-pool: data changed\n");
+    std::exit(2);
+  }
+  check(umrt_free(p), "umrt_free");
+  return {pct(hd, 0.5), pct(dh, 0.5), pct(fin, 0.5), pct(dcp, 0.5), first,
+          home ? static_cast<double>(reused) / static_cast<double>(home) : 0};
+}
+
+void host_pool() {
+  const int rounds = 5, reps = 5;
+  std::vector<double> v[2][6];
+  for (int k = 0; k < rounds; ++k)
+    for (int on = 0; on < 2; ++on) {
+      PoolRound r = pool_round(on, reps);
+      double x[6] = {r.hd_gbps, r.dh_gbps, r.fin_us, r.dh_copy_us, r.first_dh_gbps, r.reused_frac};
+      for (int i = 0; i < 6; ++i) v[on][i].push_back(x[i]);
+    }
+  for (int on = 0; on < 2; ++on)
+    std::printf("host-pool %-4s: h->d %5.2f GB/s (finalize %5.1f us/batch)  d->h %5.2f GB/s (copy %5.1f "
+                "us/batch)  first d->h %5.2f GB/s  reused %3.0f%%  [medians of %d rounds x %d reps]\n",
+                on ? "on" : "off", pct(v[on][0], 0.5), pct(v[on][2], 0.5), pct(v[on][1], 0.5),
+                pct(v[on][3], 0.5), pct(v[on][4], 0.5), 100 * pct(v[on][5], 0.5), rounds, reps);
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -181,6 +248,7 @@ int main(int argc, char **argv) {
     write_fault("wait", UMRT_WRITE_FAULT_WAIT);
   }
   if (what == "read-user" || what == "all") read_user();
+  if (what == "host-pool" || what == "all") host_pool();
   if (what == "window" || what == "all")
     for (uint32_t w : {1u, 4u, 16u, 64u, 512u}) window(w);
   umrt_shutdown();

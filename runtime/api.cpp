@@ -357,6 +357,8 @@ umrt_status umrt_get_stats(umrt_stats *out) {
   o.ns_unmap = ld(s.ns_unmap);
   o.ns_copy = ld(s.ns_copy);
   o.ns_finalize = ld(s.ns_finalize);
+  o.host_pool_pages = rt.host_pool.pages();
+  o.host_pages_reused = rt.host_pool.reused();
   *out = o;
   return UMRT_SUCCESS;
 }

@@ -10,7 +10,34 @@
 #include <cstdint>
 #include <string>
 
+// Sanitizer builds (gcc defines __SANITIZE_*__, clang answers __has_feature).
+#if defined(__SANITIZE_ADDRESS__)
+#define UMRT_ASAN 1
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define UMRT_TSAN 1
+#endif
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) && !defined(UMRT_ASAN)
+#define UMRT_ASAN 1
+#endif
+#if __has_feature(thread_sanitizer) && !defined(UMRT_TSAN)
+#define UMRT_TSAN 1
+#endif
+#endif
+
 namespace umrt::rt {
+
+#if defined(UMRT_ASAN)
+constexpr bool kAsan = true;
+#else
+constexpr bool kAsan = false;
+#endif
+#if defined(UMRT_TSAN)
+constexpr bool kTsan = true;
+#else
+constexpr bool kTsan = false;
+#endif
 
 constexpr size_t kPageShift = 12;
 constexpr size_t kPageSize = size_t{1} << kPageShift;     // 4 KiB: the unit of residency

@@ -160,6 +160,14 @@ umrt_status resolve_config(umrt_config *c) {
     else if (!parse_bytes(v, &c->device_pool) || c->device_pool == 0)
       return bad_env("UMRT_DEVICE_POOL", v, "a byte count such as 256M, or none");
   }
+  if (c->host_pool == 0) {
+    c->host_pool = kDefaultHostPool;
+    if ((v = std::getenv("UMRT_HOST_POOL")) && *v) {
+      if (!std::strcmp(v, "none")) c->host_pool = 1;  // below one slot: keep none
+      else if (!parse_bytes(v, &c->host_pool) || c->host_pool == 0)
+        return bad_env("UMRT_HOST_POOL", v, "a byte count such as 256M, or none");
+    }
+  }
   if (c->sim_bandwidth_gbps == 0 && (v = std::getenv("UMRT_SIM_BANDWIDTH")) && *v) {
     char *end = nullptr;
     double d = std::strtod(v, &end);

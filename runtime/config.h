@@ -20,5 +20,6 @@ bool inject_env(const char *name, uint64_t *nth);
 uint32_t default_copy_threads();
 
 constexpr uint64_t kSimDefaultDeviceMemory = uint64_t{4} << 30;
+constexpr uint64_t kDefaultHostPool = uint64_t{256} << 20;  // docs/design.md, "Host pages kept for reuse"
 
 }  // namespace umrt::rt

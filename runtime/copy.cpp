@@ -3,7 +3,8 @@
 //
 // to_device: the block's chunk (DevMem may evict LRU blocks for it), frames from the backend
 //   (fault injection point), then HOST runs are copied and NONE runs zero-filled on the device.
-// to_host:   DEVICE runs go device -> staging -> UFFDIO_COPY into the range (the backend calls
+// to_host:   DEVICE runs go device -> staging -> into the range: copied into kept host pages
+//   and moved in (host_pool.h), else UFFDIO_COPY (fresh pages) (the backend calls
 //   the installer as each run is staged; the ioctl maps atomically and the installer publishes
 //   the mapped pages HOST, still locked, right after; faulting threads are woken once the batch
 //   is finalized);
@@ -54,7 +55,26 @@ void drop(Batch &b, size_t i, size_t j) {
 struct BatchInstaller final : Installer {
   Batch &b;
   char *host0;  // the address of page b.first the ops were built with
+  // Kept host pages to map first (host_pool.h): slots this batch holds, enough for its pages
+  // where the pool has them; shared by its pieces (each claims pages atomically).
+  static constexpr size_t kMaxSlots = 4;
+  HostPool::Slot *slots[kMaxSlots] = {};
+  size_t nslots = 0;
   BatchInstaller(Batch &bb, char *h0) : b(bb), host0(h0) {}
+  void take_slots(size_t pages) {
+    HostPool &pool = b.rt->host_pool;
+    if (!pool.on()) return;
+    for (size_t got = 0; got < pages && nslots < kMaxSlots;) {
+      HostPool::Slot *s = pool.take_for_fill();
+      if (!s) break;
+      slots[nslots++] = s;
+      got += s->count.load(std::memory_order_relaxed);
+    }
+  }
+  void give_slots() {
+    for (size_t k = 0; k < nslots; ++k) b.rt->host_pool.give(slots[k]);
+    nslots = 0;
+  }
   int install(CopyOp &op, const void *staged) override {
     // The fault service waits for this copy: like it, never wait out a pending munmap event.
     Uffd::NoWaitScope nowait(b.why == Why::fault || b.why == Why::fault_write);
@@ -67,8 +87,19 @@ struct BatchInstaller final : Installer {
       b.moved.store(true, std::memory_order_relaxed);
       return -EAGAIN;
     }
+    // Kept host pages first (filled, then moved in), fresh ones (UFFDIO_COPY) for the rest.
     size_t done = 0;
-    int rc = b.rt->uffd.copy(op.host, staged, op.len, true, &done);  // woken after finalize
+    bool refused = false;
+    for (size_t k = 0; k < nslots && done < op.len && !refused; ++k)
+      done += b.rt->host_pool.fill(*slots[k], static_cast<char *>(op.host) + done,
+                                   static_cast<const char *>(staged) + done, op.len - done, true, &refused);
+    int rc = 0;
+    if (done < op.len) {
+      size_t copied = 0;
+      rc = b.rt->uffd.copy(static_cast<char *>(op.host) + done, static_cast<const char *>(staged) + done,
+                           op.len - done, true, &copied);  // woken after finalize
+      done += copied;
+    }
     const size_t nd = done / kPageSize;
     for (size_t k = 0; k < nd; ++k) {
       b.installed[p0 + k] = true;
@@ -181,7 +212,11 @@ void copy_to_host(Batch &b) {
     i = j;
   }
   BatchInstaller inst(b, host0);  // counts bytes_to_host / pages_to_host as it maps
+  size_t d2h_pages = 0;
+  for (size_t k = 0; k < nops; ++k) d2h_pages += ops[k].len / kPageSize;
+  inst.take_slots(d2h_pages);
   rt.backend->transfer(ops, nops, &inst);
+  inst.give_slots();
   for (size_t k = 0; k < nops; ++k)
     if (ops[k].status) b.fail(ops[k].status);
   for (size_t i = 0; i < b.n; ++i)

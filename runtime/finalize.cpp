@@ -3,7 +3,8 @@
 // recorded in its entry: nothing is ever lost.
 //
 // to_device: publish (CAS, keeping LOCKED: fails if a CPU writer cancelled the page or the
-//   user unmapped it) -> MADV_DONTNEED the published runs (the next CPU access faults) ->
+//   user unmapped it) -> take the published runs' host pages out (UFFDIO_MOVE into the host
+//   pool, else MADV_DONTNEED: the next CPU access faults) ->
 //   restore the others (lift the write-protect, waking blocked writers) -> unlock. Published
 //   frames count as resident.
 // to_host:   installed pages are already mapped (not yet woken) and, if copied, already
@@ -35,12 +36,32 @@ void finalize_to_device(Batch &b) {
       published[i] = entry_transition(ents[b.first + i], expected, desired);
     }
   }
-  // Release the host copies of the published pages. ENOMEM: the user unmapped or moved the
-  // range meanwhile (remap.cpp rechecks moves). Any other failure (EINVAL: the user mlock()ed
-  // the pages) leaves the host copy mapped, so those pages cannot move: their publication is
-  // taken back (the entry says HOST again, still locked) and they are restored below.
+  // Release the host copies of the published pages: moved into the host pool where it has room
+  // (kept for the next pages coming home, host_pool.h), the rest zapped. ENOMEM: the user
+  // unmapped or moved the range meanwhile (remap.cpp rechecks moves). Any other failure (EINVAL:
+  // the user mlock()ed the pages) leaves the host copy mapped, so those pages cannot move: their
+  // publication is taken back (the entry says HOST again, still locked) and they are restored
+  // below. (A page the pool refuses, shared with a child or mlocked, is left for the zap.)
+  HostPool &pool = rt.host_pool;
+  HostPool::Slot *slot = nullptr;
+  bool no_slot = !pool.on();
   for_runs(b.n, [&](size_t i) { return published[i] && entry::loc(b.src[i]) == Loc::HOST; },
            [&](size_t i, size_t j) {
+             while (i < j && !no_slot) {
+               if (!slot && !(slot = pool.take_for_stash())) {
+                 no_slot = true;
+                 break;
+               }
+               const size_t moved = pool.stash(*slot, b.r->addr(b.first + i), j - i);
+               i += moved;
+               if (i == j) break;
+               // The slot is full (take another), or the kernel refused the next page (shared,
+               // mlocked, gone): then it would refuse again; zap the rest of the batch.
+               pool.give(slot);
+               slot = nullptr;
+               if (moved == 0) no_slot = true;
+             }
+             if (i == j) return;
              if (madvise(b.r->addr(b.first + i), (j - i) * kPageSize, MADV_DONTNEED) == 0) return;
              int err = errno;
              if (err == ENOMEM) {
@@ -66,6 +87,7 @@ void finalize_to_device(Batch &b) {
                b.fail(-EPERM);
              }
            });
+  pool.give(slot);
   // Restore: lift the write-protect of host pages that stay (wakes blocked writers).
   for_runs(b.n,
            [&](size_t i) {

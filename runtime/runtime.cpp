@@ -72,6 +72,9 @@ umrt_status Runtime::start(const umrt_config &c) {
   }
   if (cfg.device_pool == 0) cfg.device_pool = cap / 4;
   devmem.init(backend.get(), &evict_pages, this, cfg.device_pool);
+  if (int prc = host_pool.init(&uffd, cfg.host_pool))
+    log(Level::warn, "host page pool of %llu MiB: %s; pages are freed and allocated instead",
+        static_cast<unsigned long long>(cfg.host_pool >> 20), strerror(-prc));
   // Two: enough for two multi-block prefetches at once to get their second lane; a third runs
   // its lanes one after the other (docs/design.md, "Two lanes for long spans").
   if (lanes.start(2)) return set_error(UMRT_ERROR_OUT_OF_MEMORY, "lane threads: no thread to be had");
@@ -179,6 +182,7 @@ std::vector<RangePtr> Runtime::stop() {
   lanes.stop();
   faults.stop();
   devmem.shutdown();
+  host_pool.stop();
   backend.reset();
   user_read_guard_remove();
   uffd.close();

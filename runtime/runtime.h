@@ -9,6 +9,7 @@
 
 #include "backend.h"
 #include "devmem.h"
+#include "host_pool.h"
 #include "lanes.h"
 #include "range.h"
 #include "trace.h"
@@ -59,6 +60,7 @@ struct Runtime {
   Uffd uffd;
   RangeTable ranges;
   DevMem devmem;
+  HostPool host_pool;  // host pages that left for the device, kept for the next ones home
   FaultService faults;
   Lanes lanes;  // second lanes of multi-block spans (migrate.cpp)
   Stats stats;

@@ -31,6 +31,23 @@ struct uffdio_poison {
 #define UFFDIO_POISON _IOWR(UFFDIO, _UFFDIO_POISON, struct uffdio_poison)
 #endif
 
+// UFFDIO_MOVE arrived in Linux 6.8.
+#ifndef UFFD_FEATURE_MOVE
+#define UFFD_FEATURE_MOVE (1 << 10)
+#endif
+#ifndef UFFDIO_MOVE
+#define _UFFDIO_MOVE (0x05)
+#define UFFDIO_MOVE_MODE_DONTWAKE ((__u64)1 << 0)
+struct uffdio_move {
+  __u64 dst;
+  __u64 src;
+  __u64 len;
+  __u64 mode;
+  __s64 move;
+};
+#define UFFDIO_MOVE _IOWR(UFFDIO, _UFFDIO_MOVE, struct uffdio_move)
+#endif
+
 namespace umrt::rt {
 
 namespace {
@@ -59,7 +76,10 @@ void Uffd::close() {
   fd_ = -1;
 }
 
-int Uffd::open() {
+namespace {
+// A userfaultfd: /dev/userfaultfd first (kernel faults included where the device allows), then
+// the syscall, then user-mode-only. *user_only says which. Returns the fd or -errno.
+int open_fd(bool *user_only) {
   int fd = -1;
   int dev = ::open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
   if (dev >= 0) {
@@ -67,38 +87,51 @@ int Uffd::open() {
     ::close(dev);
   }
   if (fd < 0) fd = static_cast<int>(syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK));
-  user_mode_only_ = false;
+  *user_only = false;
+  if (fd >= 0) return fd;
+  int err = errno;
+  fd = static_cast<int>(syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY));
   if (fd < 0) {
-    int err = errno;
-    fd = static_cast<int>(syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY));
-    if (fd < 0) {
-      int err2 = errno;
-      log(Level::debug, "userfaultfd: %s; user-mode-only: %s", strerror(err), strerror(err2));
-      return -err2;
-    }
-    user_mode_only_ = true;
-    log(Level::warn,
-        "userfaultfd with kernel faults refused (%s): falling back to user-mode-only; a managed "
-        "buffer passed to read(2)/write(2) while its pages are on the device will fail with "
-        "EFAULT (grant /dev/userfaultfd access or set vm.unprivileged_userfaultfd=1)",
-        strerror(err));
+    int err2 = errno;
+    log(Level::debug, "userfaultfd: %s; user-mode-only: %s", strerror(err), strerror(err2));
+    return -err2;
   }
-  uffdio_api api{};
-  api.api = UFFD_API;
+  *user_only = true;
+  log(Level::warn,
+      "userfaultfd with kernel faults refused (%s): falling back to user-mode-only; a managed "
+      "buffer passed to read(2)/write(2) while its pages are on the device will fail with "
+      "EFAULT (grant /dev/userfaultfd access or set vm.unprivileged_userfaultfd=1)",
+      strerror(err));
+  return fd;
+}
+}  // namespace
+
+int Uffd::open() {
   // EVENT_REMAP: an mremap()ed range stays registered at its new address and is reported (without
   // it the kernel drops the registration there and device-resident pages would read as zeros).
-  api.features = UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP |
-                 UFFD_FEATURE_THREAD_ID;
-  if (ioctl(fd, UFFDIO_API, &api) < 0) {
-    int err = errno;
-    ::close(fd);
-    return -err;
+  const uint64_t base = UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_EVENT_UNMAP |
+                        UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_THREAD_ID;
+  // MOVE (Linux >= 6.8) where the kernel has it: host pages kept for reuse (host_pool.h). A
+  // kernel that does not know the bit refuses the handshake, and a failed handshake cannot be
+  // repeated on the same descriptor: then a fresh one without it.
+  for (uint64_t features : {base | UFFD_FEATURE_MOVE, base}) {
+    int fd = open_fd(&user_mode_only_);
+    if (fd < 0) return fd;
+    uffdio_api api{};
+    api.api = UFFD_API;
+    api.features = features;
+    if (ioctl(fd, UFFDIO_API, &api) < 0) {
+      int err = errno;
+      ::close(fd);
+      if (err == EINVAL && (features & UFFD_FEATURE_MOVE)) continue;
+      return -err;
+    }
+    can_move_ = (features & UFFD_FEATURE_MOVE) != 0;
+    if (!can_move_) log(Level::info, "userfaultfd: no UFFDIO_MOVE (Linux < 6.8): host pages are not kept for reuse");
+    fd_ = fd;
+    return 0;
   }
-  const uint64_t need = (uint64_t{1} << _UFFDIO_COPY) | (uint64_t{1} << _UFFDIO_ZEROPAGE) |
-                        (uint64_t{1} << _UFFDIO_WRITEPROTECT) | (uint64_t{1} << _UFFDIO_WAKE);
-  (void)need;  // checked per range at register time (ioctls are reported per range)
-  fd_ = fd;
-  return 0;
+  return -EINVAL;
 }
 
 int Uffd::register_range(void *addr, size_t len) {
@@ -110,6 +143,19 @@ int Uffd::register_range(void *addr, size_t len) {
   const uint64_t need = (uint64_t{1} << _UFFDIO_COPY) | (uint64_t{1} << _UFFDIO_ZEROPAGE) |
                         (uint64_t{1} << _UFFDIO_WRITEPROTECT) | (uint64_t{1} << _UFFDIO_WAKE);
   if ((r.ioctls & need) != need) {
+    unregister_range(addr, len);
+    return -EOPNOTSUPP;
+  }
+  return 0;
+}
+
+int Uffd::register_missing(void *addr, size_t len) {
+  uffdio_register r{};
+  r.range.start = reinterpret_cast<uintptr_t>(addr);
+  r.range.len = len;
+  r.mode = UFFDIO_REGISTER_MODE_MISSING;
+  if (ioctl(fd_, UFFDIO_REGISTER, &r) < 0) return -errno;
+  if (!(r.ioctls & (uint64_t{1} << _UFFDIO_MOVE))) {
     unregister_range(addr, len);
     return -EOPNOTSUPP;
   }
@@ -164,6 +210,17 @@ int Uffd::copy(void *dst, const void *src, size_t len, bool dontwake, size_t *do
     *did = c.copy;
     return err;
   });
+}
+
+int Uffd::move(void *dst, void *src, size_t len, bool dontwake, size_t *done) {
+  uffdio_move m{};
+  m.dst = reinterpret_cast<uintptr_t>(dst);
+  m.src = reinterpret_cast<uintptr_t>(src);
+  m.len = len;
+  m.mode = dontwake ? UFFDIO_MOVE_MODE_DONTWAKE : 0;
+  int err = ioctl(fd_, UFFDIO_MOVE, &m) == 0 ? 0 : errno;
+  *done = err == 0 ? len : m.move > 0 ? static_cast<size_t>(m.move) : 0;
+  return -err;
 }
 
 int Uffd::zeropage(void *dst, size_t len, bool dontwake, size_t *done) {

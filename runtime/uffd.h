@@ -1,5 +1,5 @@
 // uffd.h — the platform layer over userfaultfd: open, register, and the ioctls the protocol
-// uses (COPY, ZEROPAGE, WRITEPROTECT, WAKE, POISON). Every call returns 0 or -errno; nothing throws.
+// uses (COPY, ZEROPAGE, WRITEPROTECT, WAKE, POISON, MOVE). Every call returns 0 or -errno; nothing throws.
 #pragma once
 
 #include <cstddef>
@@ -16,18 +16,23 @@ class Uffd {
 
   // Open with kernel faults included where allowed (/dev/userfaultfd, then the syscall), else
   // user-mode-only with a warning. Negotiates MISSING + WP + EVENT_UNMAP + EVENT_REMAP +
-  // THREAD_ID.
+  // THREAD_ID, and MOVE where the kernel has it (can_move()).
   int open();
   void close();
   int fd() const { return fd_; }
   bool user_mode_only() const { return user_mode_only_; }
+  bool can_move() const { return can_move_; }
 
   int register_range(void *addr, size_t len);   // MISSING | WP
+  int register_missing(void *addr, size_t len);  // MISSING only, MOVE required (host_pool.h)
   int unregister_range(void *addr, size_t len);
   // (WP together with dontwake is refused by the kernel.)
   // Map len bytes from src at dst (atomically, waking faulting threads unless dontwake).
   // *done receives the bytes mapped even on failure.
   int copy(void *dst, const void *src, size_t len, bool dontwake, size_t *done);
+  // Move the len bytes of pages mapped at src (unmapping them there) to the hole at dst, in one
+  // ioctl; no retry (EAGAIN: an event is pending). *done: the bytes moved, also on failure.
+  int move(void *dst, void *src, size_t len, bool dontwake, size_t *done);
   int zeropage(void *dst, size_t len, bool dontwake, size_t *done);
   int write_protect(void *addr, size_t len, bool wp, bool dontwake = false);
   int wake(void *addr, size_t len);
@@ -54,6 +59,7 @@ class Uffd {
  private:
   int fd_ = -1;
   bool user_mode_only_ = false;
+  bool can_move_ = false;
 };
 
 }  // namespace umrt::rt

@@ -23,17 +23,7 @@
 namespace umrt::rt {
 namespace {
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool kGuardedMemcpy = false;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-constexpr bool kGuardedMemcpy = false;
-#else
-constexpr bool kGuardedMemcpy = true;
-#endif
-#else
-constexpr bool kGuardedMemcpy = true;
-#endif
+constexpr bool kGuardedMemcpy = !kAsan && !kTsan;
 
 // Set while this thread copies under the guard. initial-exec: read from a signal handler, it must
 // never need a lazy TLS allocation.

@@ -402,7 +402,8 @@ struct CleanEnv {
   ScopedEnv a{"UMRT_BACKEND", nullptr}, b{"UMRT_DEVICE_MEMORY", nullptr}, c{"UMRT_LOG", nullptr},
       d{"UMRT_COPY_THREADS", nullptr}, e{"UMRT_PREFETCH_MIN", nullptr},
       f{"UMRT_PREFETCH_MAX", nullptr}, g{"UMRT_WRITE_FAULT", nullptr},
-      h{"UMRT_SIM_BANDWIDTH", nullptr}, i{"UMRT_SIM_LATENCY_US", nullptr}, j{"UMRT_DEVICE_POOL", nullptr};
+      h{"UMRT_SIM_BANDWIDTH", nullptr}, i{"UMRT_SIM_LATENCY_US", nullptr}, j{"UMRT_DEVICE_POOL", nullptr},
+      k{"UMRT_HOST_POOL", nullptr};
 };
 
 // Calls before umrt_init initialise lazily (with the environment's configuration).
@@ -464,6 +465,7 @@ TEST(ApiInit, ConfigDefaults) {
   EXPECT_EQ(cfg.write_fault, UMRT_WRITE_FAULT_CANCEL);
   EXPECT_EQ(cfg.sim_bandwidth_gbps, 0.0);
   EXPECT_EQ(cfg.sim_latency_us, 0u);
+  EXPECT_EQ(cfg.host_pool, 256 * MiB);  // docs/design.md, "Host pages kept for reuse"
 }
 
 TEST(ApiInit, ConfigDefaultsReadTheEnvironment) {
@@ -471,7 +473,7 @@ TEST(ApiInit, ConfigDefaultsReadTheEnvironment) {
   CleanEnv env;
   ScopedEnv a("UMRT_BACKEND", "sim"), b("UMRT_DEVICE_MEMORY", "96M"), c("UMRT_LOG", "error"),
       d("UMRT_COPY_THREADS", "3"), e("UMRT_PREFETCH_MIN", "8"), f("UMRT_PREFETCH_MAX", "64"),
-      g("UMRT_WRITE_FAULT", "wait"), h("UMRT_DEVICE_POOL", "10M");
+      g("UMRT_WRITE_FAULT", "wait"), h("UMRT_DEVICE_POOL", "10M"), i("UMRT_HOST_POOL", "64M");
   umrt_config cfg;
   std::memset(&cfg, 0, sizeof cfg);
   ASSERT_EQ(umrt_config_defaults(&cfg), UMRT_SUCCESS) << last_error();
@@ -483,6 +485,14 @@ TEST(ApiInit, ConfigDefaultsReadTheEnvironment) {
   EXPECT_EQ(cfg.prefetch_max_pages, 64u);
   EXPECT_EQ(cfg.write_fault, UMRT_WRITE_FAULT_WAIT);
   EXPECT_EQ(cfg.device_pool, 10 * MiB);
+  EXPECT_EQ(cfg.host_pool, 64 * MiB);
+  {
+    ScopedEnv none("UMRT_HOST_POOL", "none");
+    umrt_config c2;
+    ASSERT_EQ(umrt_config_defaults(&c2), UMRT_SUCCESS) << last_error();
+    EXPECT_LT(c2.host_pool, 2 * MiB) << "none keeps no slot";
+    EXPECT_NE(c2.host_pool, 0u) << "none must not read as the default";
+  }
   {
     ScopedEnv none("UMRT_DEVICE_POOL", "none");
     umrt_config c2;
@@ -525,6 +535,7 @@ TEST(ApiInit, BadEnvironmentIsRefused) {
       {"UMRT_WRITE_FAULT", "maybe"},   {"UMRT_COPY_THREADS", "two"},
       {"UMRT_PREFETCH_MAX", "100000"}, {"UMRT_SIM_BANDWIDTH", "fast"},
       {"UMRT_DEVICE_POOL", "some"},    {"UMRT_DEVICE_POOL", "0"},
+      {"UMRT_HOST_POOL", "lots"},      {"UMRT_HOST_POOL", "0"},
   };
   for (const BadEnv &b : bad) {
     SCOPED_TRACE(std::string(b.name) + "=" + b.value);

@@ -76,6 +76,11 @@ typedef struct umrt_config {
   uint32_t fault_threads;             /* fault-service threads (CPU faults of different device
                                          blocks are served concurrently); UMRT_FAULT_THREADS;
                                          default: usable CPUs, 1 to 8; at most 64              */
+  uint64_t host_pool;                 /* bytes of host pages that moved to the device kept (not
+                                         freed) to hold the next pages coming home (no page
+                                         freed, none allocated; Linux >= 6.8, else none).
+                                         UMRT_HOST_POOL (K/M/G, or none); 0: 256 MiB; below
+                                         2 MiB: none. Freed at shutdown                        */
 } umrt_config;
 
 /* Statistics since umrt_init. Fields only ever get appended. */
@@ -100,6 +105,8 @@ typedef struct umrt_stats {
   uint64_t ns_unmap;
   uint64_t ns_copy;
   uint64_t ns_finalize;
+  uint64_t host_pool_pages;   /* host pages kept for reuse now (umrt_config.host_pool)         */
+  uint64_t host_pages_reused; /* pages that came home into a kept page, not a new one          */
 } umrt_stats;
 
 /* Fault injection, for tests (sim and cuda backends). */
