@@ -140,6 +140,11 @@ struct SimOptions {
 };
 // Create the simulated device. Returns nullptr with *err set on failure.
 std::unique_ptr<Backend> make_sim_backend(const SimOptions &o, int *err);
+// Sim "kernels" queued asynchronously, for tests that stand in for device work running while
+// the CPU faults (tests/test_device_wait.cpp): the sim's device_sync() waits (sleeping) until
+// every kernel begun has ended, as cudaDeviceSynchronize waits for every queued kernel.
+void sim_kernel_begin();
+void sim_kernel_end();
 
 struct CudaOptions {
   uint64_t capacity;  // bytes; 0 = 90% of the GPU's free memory

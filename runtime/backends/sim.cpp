@@ -30,6 +30,8 @@
 namespace umrt::rt {
 namespace {
 
+std::atomic<int> g_sim_kernels{0};  // sim kernels begun and not ended (sim_kernel_begin)
+
 using Clock = std::chrono::steady_clock;
 
 constexpr size_t kPieceBytes = 512 * 1024;  // ops are split so the engines share one run
@@ -97,7 +99,12 @@ class SimBackend final : public Backend {
   }
 
   int do_frames_alloc(size_t) override { return inject_.alloc.hit() ? -ENOMEM : 0; }
-  int do_device_sync() override { return 0; }  // sim "kernels" are synchronous host code
+  // Sim "kernels" are host code; those a test runs asynchronously (sim_kernel_begin) are waited
+  // for here, sleeping, as a device-wide synchronisation waits for every queued kernel.
+  int do_device_sync() override {
+    while (g_sim_kernels.load(std::memory_order_acquire) > 0) std::this_thread::sleep_for(std::chrono::microseconds(20));
+    return 0;
+  }
   int do_stream_sync(void *) override { return 0; }
 
   int do_inject(InjectKind k, uint64_t nth, uint64_t count) override { return inject_.arm(k, nth, count); }
@@ -156,6 +163,9 @@ class SimBackend final : public Backend {
 };
 
 }  // namespace
+
+void sim_kernel_begin() { g_sim_kernels.fetch_add(1, std::memory_order_acq_rel); }
+void sim_kernel_end() { g_sim_kernels.fetch_sub(1, std::memory_order_acq_rel); }
 
 std::unique_ptr<Backend> make_sim_backend(const SimOptions &o, int *err) {
   try {  // threads and memory: nothing may throw through the C API
