@@ -77,7 +77,7 @@ gtest test_gpu "GpuFirstRun.PrefetchFromAThreadWithoutCuda" "probe: thread witho
 gtest test_gpu "GpuFirstRun.BallastAfterInitThenPrefetchPastWhatIsLeft" "probe: ballast, then prefetch"
 gtest test_gpu "GpuFirstRun.QueuedKernelsThenImmediateFree" "probe: kernels, then free"
 
-for t in test_gpu test_migrate test_inject test_fault test_oversub test_stress test_api; do
+for t in test_gpu test_migrate test_host_pool test_inject test_fault test_oversub test_stress test_api; do
   [[ -x "$build/tests/$t" ]] && gtest "$t"
 done
 
