@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <liburing.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -37,6 +38,20 @@ int Ring::init(unsigned entries) {
   }
   ring_ = r;
   entries_ = entries;
+  return 0;
+}
+
+int Ring::register_buffers(void *const *bases, const size_t *lens, unsigned n) {
+  if (!ring_) return -EINVAL;
+  if (nbufs_) {
+    io_uring_unregister_buffers(ring_);
+    nbufs_ = 0;
+  }
+  std::vector<iovec> iov(n);
+  for (unsigned i = 0; i < n; ++i) iov[i] = {bases[i], lens[i]};
+  int rc = io_uring_register_buffers(ring_, iov.data(), n);
+  if (rc < 0) return rc;
+  nbufs_ = n;
   return 0;
 }
 
@@ -110,7 +125,10 @@ int Ring::run(IoOp *ops, size_t n) {
       }
       char *buf = static_cast<char *>(op.buf) + op.done;
       const uint64_t off = op.off + op.done;
-      if (op.write) io_uring_prep_write(sqe, op.fd, buf, static_cast<unsigned>(len), off);
+      const bool fixed = op.buf_index >= 0 && static_cast<unsigned>(op.buf_index) < nbufs_;
+      if (fixed && op.write) io_uring_prep_write_fixed(sqe, op.fd, buf, static_cast<unsigned>(len), off, op.buf_index);
+      else if (fixed) io_uring_prep_read_fixed(sqe, op.fd, buf, static_cast<unsigned>(len), off, op.buf_index);
+      else if (op.write) io_uring_prep_write(sqe, op.fd, buf, static_cast<unsigned>(len), off);
       else io_uring_prep_read(sqe, op.fd, buf, static_cast<unsigned>(len), off);
       io_uring_sqe_set_data64(sqe, i);
       ++queued;
@@ -137,6 +155,7 @@ int Ring::run(IoOp *ops, size_t n) {
         io_uring_queue_exit(ring);
         delete ring_;
         ring_ = nullptr;
+        nbufs_ = 0;
         return first_error;
       }
       inflight += queued;

@@ -17,6 +17,7 @@ struct IoOp {
   int fd = -1;
   bool write = false;
   void *buf = nullptr;  // O_DIRECT: 4 KiB aligned, as are len and off
+  int buf_index = -1;   // >= 0: buf lies inside that registered buffer (read/write_fixed)
   size_t len = 0;
   uint64_t off = 0;
   // results
@@ -43,6 +44,12 @@ class Ring {
   // status (each op has its own).
   int run(IoOp *ops, size_t n);
 
+  // Buffers the kernel pins once instead of per op (ops name them by buf_index). They must stay
+  // mapped until the ring is gone or they are replaced (one set per ring). -errno: refused
+  // (e.g. memory the kernel cannot pin); ops then go without (buf_index ignored).
+  int register_buffers(void *const *bases, const size_t *lens, unsigned n);
+  bool has_buffers() const { return nbufs_ > 0; }
+
   void inject(IoInject kind, uint64_t nth, uint64_t count = 1);
   uint64_t submits() const { return submits_; }  // io_uring_submit calls so far
 
@@ -53,6 +60,7 @@ class Ring {
   int take_injected();  // 0, or the result to fake for the next op
   io_uring *ring_ = nullptr;  // owned (heap), torn down with the ring
   unsigned entries_ = 0;
+  unsigned nbufs_ = 0;
   uint64_t submits_ = 0;
   uint64_t ops_seen_ = 0;
   struct {
