@@ -16,6 +16,7 @@
 #include <cerrno>
 
 #include "batch.h"
+#include "threads.h"
 
 namespace umrt::rt {
 namespace {
@@ -76,8 +77,15 @@ struct BatchInstaller final : Installer {
     nslots = 0;
   }
   int install(CopyOp &op, const void *staged) override {
-    // The fault service waits for this copy: like it, never wait out a pending munmap event.
-    Uffd::NoWaitScope nowait(b.why == Why::fault || b.why == Why::fault_write);
+    // Never wait out a pending munmap/mremap event here (EAGAIN): the fault service waits for
+    // this copy and must read that event; and once it is read the range may be elsewhere, and
+    // another range where it was (a retry at host0 would map this run into that one). The run
+    // fails; a fault is retried by its thread, any other batch is retried at the range's
+    // address of then (moved).
+    const bool fault = b.why == Why::fault || b.why == Why::fault_write;
+    Uffd::NoWaitScope nowait(true);
+    AsyncSignalsBlocked nosig;  // (InstallGate)
+    FaultService::InstallGate gate(b.rt->faults);
     const size_t p0 = slot_of(host0, op.host);
     // The range moved (mremap) since the ops were built: host0 may already be someone else's
     // memory, even another managed range. The run is not installed (its pages stay on the
@@ -100,6 +108,7 @@ struct BatchInstaller final : Installer {
                            op.len - done, true, &copied);  // woken after finalize
       done += copied;
     }
+    if (rc == -EAGAIN && !fault) b.moved.store(true, std::memory_order_relaxed);
     const size_t nd = done / kPageSize;
     for (size_t k = 0; k < nd; ++k) {
       b.installed[p0 + k] = true;
@@ -194,6 +203,14 @@ void copy_to_host(Batch &b) {
       ++j;
     }
     if (l == Loc::NONE) {
+      Uffd::NoWaitScope nowait(true);  // as in the installer: no retry at a stale address
+      AsyncSignalsBlocked nosig;
+      FaultService::InstallGate gate(rt.faults);
+      if (b.r->addr(b.first) != host0) {  // moved since host0 was taken: try again there
+        b.moved.store(true, std::memory_order_relaxed);
+        i = j;
+        continue;
+      }
       size_t done = 0;
       int rc = b.why == Why::fault_write
                    ? rt.uffd.copy(host0 + i * kPageSize, zero_block(), (j - i) * kPageSize, true, &done)
@@ -204,6 +221,8 @@ void copy_to_host(Batch &b) {
       }
       for (size_t k = 0; k < done / kPageSize; ++k) b.installed[i + k] = true;
       zeroed += done / kPageSize;
+      if (rc == -EAGAIN && b.why != Why::fault && b.why != Why::fault_write)
+        b.moved.store(true, std::memory_order_relaxed);
       if (rc) b.fail(rc);
     } else {
       ops[nops++] = {CopyOp::D2H, host0 + i * kPageSize, b.r->dev_addr(b.first + i),

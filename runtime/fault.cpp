@@ -269,6 +269,15 @@ void serve_exclusive(Runtime &rt, FaultService::Shared &sh, Group &&g) {
 }
 }  // namespace
 
+void FaultService::install_enter() {
+  for (;;) {
+    installs_.fetch_add(1, std::memory_order_seq_cst);
+    if (!reading_.load(std::memory_order_seq_cst) && events_in_progress_.load(std::memory_order_seq_cst) == 0) return;
+    installs_.fetch_sub(1, std::memory_order_seq_cst);
+    while (reading_.load() || events_in_progress_.load() > 0) std::this_thread::yield();
+  }
+}
+
 void FaultService::settle_events() const {
   for (int i = 0; i < 1000000 && (reading_.load() || events_in_progress_.load() > 0); ++i)
     std::this_thread::yield();
@@ -324,7 +333,9 @@ void FaultService::loop() {
       continue;
     }
     const uint64_t seq_before = rt.ranges.seq();
-    reading_.store(true);
+    reading_.store(true, std::memory_order_seq_cst);
+    // Installs that checked an address before this read finish first (InstallGate).
+    while (installs_.load(std::memory_order_seq_cst) > 0) std::this_thread::yield();
     ssize_t got = read(rt.uffd.fd(), msgs, sizeof msgs);
     if (got < 0) {
       reading_.store(false);

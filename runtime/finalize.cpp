@@ -15,8 +15,10 @@
 #include <sys/mman.h>
 
 #include <cerrno>
+#include <optional>
 
 #include "batch.h"
+#include "threads.h"
 
 namespace umrt::rt {
 namespace {
@@ -45,6 +47,12 @@ void finalize_to_device(Batch &b) {
   HostPool &pool = rt.host_pool;
   HostPool::Slot *slot = nullptr;
   bool no_slot = !pool.on();
+  // The range's address and what is mapped there agree for the whole release: no mremap event
+  // is read meanwhile (else the old address may be another range's by the time of the zap).
+  std::optional<AsyncSignalsBlocked> nosig;
+  std::optional<FaultService::InstallGate> gate;
+  nosig.emplace();
+  gate.emplace(rt.faults);
   for_runs(b.n, [&](size_t i) { return published[i] && entry::loc(b.src[i]) == Loc::HOST; },
            [&](size_t i, size_t j) {
              while (i < j && !no_slot) {
@@ -87,6 +95,8 @@ void finalize_to_device(Batch &b) {
                b.fail(-EPERM);
              }
            });
+  gate.reset();
+  nosig.reset();
   pool.give(slot);
   // Restore: lift the write-protect of host pages that stay (wakes blocked writers).
   for_runs(b.n,

@@ -3,6 +3,7 @@
 #include "host_pool.h"
 
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -18,14 +19,17 @@ int HostPool::init(Uffd *uffd, uint64_t bytes) {
   const size_t n = bytes / kBlockSize;
   if (n == 0 || !uffd->can_move()) return 0;
   bytes_ = n * kBlockSize;
-  void *p = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  // PROT_NONE first: under mlockall(MCL_FUTURE) a new accessible mapping is populated (the
+  // whole pool resident and locked at once). munlock takes the lock off before it can be.
+  void *p = mmap(nullptr, bytes_, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (p == MAP_FAILED) return -errno;
   base_ = static_cast<char *>(p);
+  syscall(SYS_munlock, base_, bytes_);  // raw: the sanitizers' munlock() does nothing
   // Small pages only (each moves on its own); not inherited by a child, so that a fork() leaves
   // kept pages exclusive to this process (UFFDIO_MOVE refuses shared pages).
   madvise(base_, bytes_, MADV_NOHUGEPAGE);
   madvise(base_, bytes_, MADV_DONTFORK);
-  int rc = uffd->register_missing(base_, bytes_);
+  int rc = mprotect(base_, bytes_, PROT_READ | PROT_WRITE) ? -errno : uffd->register_for_move(base_, bytes_);
   if (rc) {
     munmap(base_, bytes_);
     base_ = nullptr;
@@ -64,12 +68,12 @@ void copy_in(void *dst, const void *src, size_t n) {
 // between the scan and the exchange is skipped on the next scan (at most one scan per slot:
 // each lost race means one more slot is taken). Never waits.
 template <typename Score>
-HostPool::Slot *take_best(std::vector<HostPool::Slot> &slots, Score score) {
+HostPool::Slot *take_best(std::vector<HostPool::Slot> &slots, bool stash, Score score) {
   for (size_t tries = 0; tries < slots.size(); ++tries) {
     HostPool::Slot *best = nullptr;
     uint32_t best_score = 0;
     for (HostPool::Slot &s : slots) {
-      if (s.taken.load(std::memory_order_relaxed)) continue;
+      if (s.taken.load(std::memory_order_relaxed) || (stash && s.retired.load(std::memory_order_relaxed))) continue;
       const uint32_t sc = score(s.count.load(std::memory_order_relaxed));
       if (sc > best_score) best = &s, best_score = sc;
       if (sc >= kBlockPages) break;  // cannot do better
@@ -84,15 +88,28 @@ HostPool::Slot *take_best(std::vector<HostPool::Slot> &slots, Score score) {
 // Stash into the fullest slot that has room, so that slots fill up whole and a fill finds most
 // of what it needs in one; fill from the fullest.
 HostPool::Slot *HostPool::take_for_stash() {
-  return take_best(slots_, [](uint32_t c) { return c < kBlockPages ? c + 1 : 0; });
+  return take_best(slots_, true, [](uint32_t c) { return c < kBlockPages ? c + 1 : 0; });
 }
 
 HostPool::Slot *HostPool::take_for_fill() {
-  return take_best(slots_, [](uint32_t c) { return c; });
+  return take_best(slots_, false, [](uint32_t c) { return c; });
 }
 
 void HostPool::give(Slot *s) {
   if (s) s->taken.store(false, std::memory_order_release);
+}
+
+bool HostPool::clear(char *p, size_t len) {
+  if (madvise(p, len, MADV_DONTNEED) == 0) return true;
+  return errno == EINVAL && syscall(SYS_munlock, p, len) == 0 && madvise(p, len, MADV_DONTNEED) == 0;
+}
+
+void HostPool::retire(Slot &s) {
+  if (s.retired.exchange(true)) return;
+  // No more stashes into it (its holes are not holes); what it keeps still serves fills. The
+  // pages that could not be freed stay mapped until shutdown unmaps the pool.
+  log(Level::warn, "host pool: part of the 2 MiB at %p cannot be freed (locked?): nothing is kept there any more",
+      (void *)s.base);
 }
 
 size_t HostPool::stash(Slot &s, void *user, size_t n) {
@@ -102,7 +119,16 @@ size_t HostPool::stash(Slot &s, void *user, size_t n) {
   size_t done = 0;
   // No DONTWAKE needed: nobody waits on the pool's addresses; the range's waiters are woken by
   // the batch. Holes are not allowed: a hole "moved" would leave a hole below count.
-  uffd_->move(s.base + c * kPageSize, user, k * kPageSize, true, &done);
+  int rc = uffd_->move(s.base + c * kPageSize, user, k * kPageSize, true, &done);
+  if (rc == -EEXIST && done == 0) {
+    // The kernel filled the holes (mlockall populates every mapping): free them, once.
+    if (clear(s.base + c * kPageSize, (kBlockPages - c) * kPageSize)) {
+      uffd_->move(s.base + c * kPageSize, user, k * kPageSize, true, &done);
+    } else {
+      retire(s);
+      return 0;
+    }
+  }
   const size_t moved = done / kPageSize;
   s.count.store(c + static_cast<uint32_t>(moved), std::memory_order_relaxed);
   pages_.fetch_add(moved, std::memory_order_relaxed);
@@ -121,13 +147,14 @@ size_t HostPool::fill(Slot &s, void *dst, const void *src, size_t n, bool dontwa
   copy_in(pages, src, k * kPageSize);
   size_t done = 0;
   uffd_->move(dst, pages, k * kPageSize, dontwake, &done);
-  // What did not move (the range changed under us: a munmap or mremap pending, EAGAIN; a page
-  // mapped there already, EEXIST) is freed, so that the claimed positions are holes again.
-  if (done < k * kPageSize) {
-    madvise(pages + done, k * kPageSize - done, MADV_DONTNEED);
-    *refused = true;
-  }
   pages_.fetch_sub(k, std::memory_order_relaxed);
+  // What did not move (the range changed under us: a munmap or mremap pending, EAGAIN; a page
+  // mapped there already, EEXIST; the range locked and the pool not, or the other way) is freed,
+  // so that the claimed positions are holes again; where it cannot be, the slot is retired.
+  if (done < k * kPageSize) {
+    *refused = true;
+    if (!clear(pages + done, k * kPageSize - done)) retire(s);
+  }
   reused_.fetch_add(done / kPageSize, std::memory_order_relaxed);
   return done;
 }

@@ -4,10 +4,14 @@
 // home is copied into a pool page and moved into the range (no page allocated, where UFFDIO_COPY
 // would allocate one). docs/design.md, "Host pages kept for reuse", has the measurements.
 //
-// Shape: `slots` of 2 MiB of the pool's own mapping (MAP_NORESERVE, registered MISSING with the
-// runtime's userfaultfd: UFFDIO_MOVE only moves into a registered range), each a stack.
-// Invariant (per slot): pages [0, count) are mapped, pages [count, 512) are holes. umrt never
-// touches a hole (a fault there would reach the fault service as a stray address).
+// Shape: `slots` of 2 MiB of the pool's own mapping (MAP_NORESERVE, registered with the
+// runtime's userfaultfd in write-protect mode and never protected: UFFDIO_MOVE only moves into a
+// registered range, and no access to the pool ever reaches the fault service), each a stack.
+// Invariant (per slot): pages [0, count) are mapped, pages [count, 512) are holes (umrt never
+// touches one; the kernel may fill them behind umrt's back, mlockall(MCL_CURRENT) does: a move
+// into a filled hole is refused (EEXIST), the holes are cleared and the move tried again, and a
+// slot whose holes cannot be freed (locked) is retired: nothing stashed there again, what it
+// keeps still taken).
 // A batch takes a slot for itself (take: a CAS on the slot's flag, no lock, so an application
 // thread stopped by a signal while it holds a slot blocks nobody: others pick another slot or
 // none), works on it, and gives it back.
@@ -32,6 +36,7 @@ class HostPool {
     char *base = nullptr;
     std::atomic<uint32_t> count{0};  // mapped pages [0, count)
     std::atomic<bool> taken{false};  // a batch works on it
+    std::atomic<bool> retired{false};  // its holes could not be freed: never stashed into again
   };
 
   // bytes rounded down to 2 MiB slots; fewer than one slot, or no UFFDIO_MOVE: no pool
@@ -43,7 +48,8 @@ class HostPool {
 
   // A slot for one batch alone: stash wants the one with most room, fill the one with most
   // pages. nullptr: none (no pool, or every slot is full / empty / taken).
-  Slot *take_for_stash();
+  Slot *take_for_stash();  // (pages it holds are counted by position: a zero-page mapping a
+                           // read-only page had moves in as one, without memory behind it)
   Slot *take_for_fill();
   void give(Slot *s);
 
@@ -63,6 +69,10 @@ class HostPool {
   uint64_t capacity_bytes() const { return slots_.size() * kBlockSize; }
 
  private:
+  // Free [p, p + len) of the pool: MADV_DONTNEED, and munlock first when the application locked
+  // the pool (mlockall). false: the pages stay mapped.
+  bool clear(char *p, size_t len);
+  void retire(Slot &s);
   Uffd *uffd_ = nullptr;
   char *base_ = nullptr;
   size_t bytes_ = 0;

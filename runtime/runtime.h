@@ -38,6 +38,24 @@ class FaultService {
   void settle_events() const;
   unsigned threads() const { return static_cast<unsigned>(threads_.size()); }
 
+  // An install: a batch checks a range's address and maps (or releases) pages at it. The
+  // fault service's read of process events moves ranges (an mremap's REMAP), and once the event
+  // is read the kernel lets page operations at the old address through again, where another
+  // range may be by then: no read may happen between the check and the operation. enter()
+  // waits while events are read or handled; a read waits for the installs under way (each an
+  // ioctl or a madvise; callers block asynchronous signals around it, so that a handler on an
+  // application thread cannot stop one half way and make the read wait for ever).
+  class InstallGate {
+   public:
+    explicit InstallGate(FaultService &f) : f_(f) { f_.install_enter(); }
+    ~InstallGate() { f_.installs_.fetch_sub(1, std::memory_order_seq_cst); }
+    InstallGate(const InstallGate &) = delete;
+    InstallGate &operator=(const InstallGate &) = delete;
+
+   private:
+    FaultService &f_;
+  };
+
   struct Shared;  // state the fault-service threads share (fault.cpp)
 
  private:
@@ -52,6 +70,8 @@ class FaultService {
   // return and then finds both clear knows the event was handled.
   std::atomic<bool> reading_{false};
   std::atomic<int> events_in_progress_{0};
+  std::atomic<int> installs_{0};  // InstallGates open now
+  void install_enter();
 };
 
 struct Runtime {

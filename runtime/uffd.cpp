@@ -149,11 +149,11 @@ int Uffd::register_range(void *addr, size_t len) {
   return 0;
 }
 
-int Uffd::register_missing(void *addr, size_t len) {
+int Uffd::register_for_move(void *addr, size_t len) {
   uffdio_register r{};
   r.range.start = reinterpret_cast<uintptr_t>(addr);
   r.range.len = len;
-  r.mode = UFFDIO_REGISTER_MODE_MISSING;
+  r.mode = UFFDIO_REGISTER_MODE_WP;
   if (ioctl(fd_, UFFDIO_REGISTER, &r) < 0) return -errno;
   if (!(r.ioctls & (uint64_t{1} << _UFFDIO_MOVE))) {
     unregister_range(addr, len);

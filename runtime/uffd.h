@@ -24,7 +24,9 @@ class Uffd {
   bool can_move() const { return can_move_; }
 
   int register_range(void *addr, size_t len);   // MISSING | WP
-  int register_missing(void *addr, size_t len);  // MISSING only, MOVE required (host_pool.h)
+  // For UFFDIO_MOVE only (host_pool.h): registered write-protect mode, never protected, so no
+  // access there ever reaches the fault service (a hole is filled by the kernel as usual).
+  int register_for_move(void *addr, size_t len);
   int unregister_range(void *addr, size_t len);
   // (WP together with dontwake is refused by the kernel.)
   // Map len bytes from src at dst (atomically, waking faulting threads unless dontwake).

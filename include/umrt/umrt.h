@@ -105,7 +105,8 @@ typedef struct umrt_stats {
   uint64_t ns_unmap;
   uint64_t ns_copy;
   uint64_t ns_finalize;
-  uint64_t host_pool_pages;   /* host pages kept for reuse now (umrt_config.host_pool)         */
+  uint64_t host_pool_pages;   /* host pages kept for reuse now (umrt_config.host_pool); a page
+                                 only ever read (the shared zero page) counts without memory   */
   uint64_t host_pages_reused; /* pages that came home into a kept page, not a new one          */
 } umrt_stats;
 
