@@ -15,7 +15,6 @@
 #include <sys/mman.h>
 
 #include <cerrno>
-#include <optional>
 
 #include "batch.h"
 #include "threads.h"
@@ -25,34 +24,22 @@ namespace {
 
 constexpr uint64_t kBatchFlags = entry::MIGRATE | entry::WRITE;
 
-void finalize_to_device(Batch &b) {
+// Release the host copies of the published pages: moved into the host pool where it has room
+// (kept for the next pages coming home, host_pool.h), the rest zapped. ENOMEM: the user
+// unmapped or moved the range meanwhile (remap.cpp rechecks moves). Any other failure (EINVAL:
+// the user mlock()ed the pages) leaves the host copy mapped, so those pages cannot move: their
+// publication is taken back (the entry says HOST again, still locked; published[k] false) and
+// the caller restores them. (A page the pool refuses, mlocked or gone, is left for the zap.)
+void release_host_copies(Batch &b, bool *published) {
   Runtime &rt = *b.rt;
   Entry *ents = b.r->entries.get();
-  bool published[kBlockPages];
-  for (size_t i = 0; i < b.n; ++i) {
-    published[i] = false;
-    if (!(b.src[i] & entry::LOCKED)) continue;
-    if (b.dst[i] & entry::MIGRATE) {
-      uint64_t expected = b.src[i] & ~kBatchFlags;
-      uint64_t desired = (b.dst[i] & ~kBatchFlags) | entry::LOCKED;
-      published[i] = entry_transition(ents[b.first + i], expected, desired);
-    }
-  }
-  // Release the host copies of the published pages: moved into the host pool where it has room
-  // (kept for the next pages coming home, host_pool.h), the rest zapped. ENOMEM: the user
-  // unmapped or moved the range meanwhile (remap.cpp rechecks moves). Any other failure (EINVAL:
-  // the user mlock()ed the pages) leaves the host copy mapped, so those pages cannot move: their
-  // publication is taken back (the entry says HOST again, still locked) and they are restored
-  // below. (A page the pool refuses, shared with a child or mlocked, is left for the zap.)
   HostPool &pool = rt.host_pool;
   HostPool::Slot *slot = nullptr;
   bool no_slot = !pool.on();
   // The range's address and what is mapped there agree for the whole release: no mremap event
   // is read meanwhile (else the old address may be another range's by the time of the zap).
-  std::optional<AsyncSignalsBlocked> nosig;
-  std::optional<FaultService::InstallGate> gate;
-  nosig.emplace();
-  gate.emplace(rt.faults);
+  AsyncSignalsBlocked nosig;
+  FaultService::InstallGate gate(rt.faults);
   for_runs(b.n, [&](size_t i) { return published[i] && entry::loc(b.src[i]) == Loc::HOST; },
            [&](size_t i, size_t j) {
              while (i < j && !no_slot) {
@@ -95,9 +82,23 @@ void finalize_to_device(Batch &b) {
                b.fail(-EPERM);
              }
            });
-  gate.reset();
-  nosig.reset();
   pool.give(slot);
+}
+
+void finalize_to_device(Batch &b) {
+  Runtime &rt = *b.rt;
+  Entry *ents = b.r->entries.get();
+  bool published[kBlockPages];
+  for (size_t i = 0; i < b.n; ++i) {
+    published[i] = false;
+    if (!(b.src[i] & entry::LOCKED)) continue;
+    if (b.dst[i] & entry::MIGRATE) {
+      uint64_t expected = b.src[i] & ~kBatchFlags;
+      uint64_t desired = (b.dst[i] & ~kBatchFlags) | entry::LOCKED;
+      published[i] = entry_transition(ents[b.first + i], expected, desired);
+    }
+  }
+  release_host_copies(b, published);
   // Restore: lift the write-protect of host pages that stay (wakes blocked writers).
   for_runs(b.n,
            [&](size_t i) {
