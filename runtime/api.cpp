@@ -13,11 +13,14 @@
 #include <mutex>
 #include <new>
 #include <shared_mutex>
+#include <string>
 #include <thread>
 
 #include "batch.h"
 #include "config.h"
 #include "runtime.h"
+#include "storage/file_store.h"
+#include "storage/ring.h"
 
 using namespace umrt::rt;
 
@@ -188,21 +191,21 @@ umrt_status umrt_shutdown(void) {
   return UMRT_SUCCESS;
 }
 
-umrt_status umrt_malloc(void **ptr, size_t size) {
-  if (!ptr) return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_malloc: ptr is NULL");
-  if (size == 0) return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_malloc: size is 0");
-  if (size > kMaxAlloc)
-    return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_malloc: size %zu exceeds the limit of %zu bytes", size, kMaxAlloc);
-  Call call;
-  if (!call.ok()) return call.status();
-  Runtime &rt = call.rt();
-
+namespace {
+// A managed range of `size` bytes (a file range when file_fd >= 0: the range owns the fd, also
+// when this fails). fn names the caller in messages.
+umrt_status new_range(Runtime &rt, size_t size, const char *fn, int file_fd, uint64_t file_off, void **ptr) {
   auto r = std::shared_ptr<Range>(new (std::nothrow) Range());
-  if (!r) return set_error(UMRT_ERROR_OUT_OF_MEMORY, "umrt_malloc: out of host memory");
+  if (!r) {
+    if (file_fd >= 0) close(file_fd);
+    return set_error(UMRT_ERROR_OUT_OF_MEMORY, "%s: out of host memory", fn);
+  }
+  r->file_fd = file_fd;  // owned by the range from here (closed with it)
+  r->file_off = file_off;
   r->size = size;
   r->npages = pages_of(size);
   r->map_bytes = r->npages * kPageSize;
-  if (r->entries.init(r->npages)) return set_error(UMRT_ERROR_OUT_OF_MEMORY, "umrt_malloc: out of host memory for page state");
+  if (r->entries.init(r->npages)) return set_error(UMRT_ERROR_OUT_OF_MEMORY, "%s: out of host memory for page state", fn);
 
   // Large ranges start 2 MiB-aligned so blocks line up with device chunks.
   const bool large = r->npages >= kBlockPages;
@@ -210,7 +213,7 @@ umrt_status umrt_malloc(void **ptr, size_t size) {
   char *p = static_cast<char *>(
       mmap(nullptr, reserve, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
   if (p == MAP_FAILED)
-    return set_error(UMRT_ERROR_OUT_OF_MEMORY, "umrt_malloc: mmap of %zu bytes: %s", reserve, strerror(errno));
+    return set_error(UMRT_ERROR_OUT_OF_MEMORY, "%s: mmap of %zu bytes: %s", fn, reserve, strerror(errno));
   char *start = p;
   if (large) {
     start = reinterpret_cast<char *>(round_up(reinterpret_cast<uintptr_t>(p), kBlockSize));
@@ -228,14 +231,14 @@ umrt_status umrt_malloc(void **ptr, size_t size) {
   if (rc) {
     munmap(start, r->map_bytes);
     return set_error(rc == -ENOMEM ? UMRT_ERROR_OUT_OF_MEMORY : UMRT_ERROR_NOT_SUPPORTED,
-                     "umrt_malloc: userfaultfd registration: %s", strerror(-rc));
+                     "%s: userfaultfd registration: %s", fn, strerror(-rc));
   }
   rc = rt.devmem.setup_range(*r);
   if (rc) {
     rt.uffd.unregister_range(start, r->map_bytes);
     munmap(start, r->map_bytes);
     std::string d = rt.backend->take_error_text();
-    return set_error(rc == -ENOMEM ? UMRT_ERROR_OUT_OF_MEMORY : UMRT_ERROR_BACKEND, "umrt_malloc: device window: %s%s%s",
+    return set_error(rc == -ENOMEM ? UMRT_ERROR_OUT_OF_MEMORY : UMRT_ERROR_BACKEND, "%s: device window: %s%s%s", fn,
                      strerror(-rc), d.empty() ? "" : ": ", d.c_str());
   }
   std::vector<RangePtr> stale = rt.ranges.insert(r);
@@ -244,6 +247,46 @@ umrt_status umrt_malloc(void **ptr, size_t size) {
   }
   *ptr = start;
   return UMRT_SUCCESS;
+}
+
+}  // namespace
+
+umrt_status umrt_malloc(void **ptr, size_t size) {
+  if (!ptr) return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_malloc: ptr is NULL");
+  if (size == 0) return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_malloc: size is 0");
+  if (size > kMaxAlloc)
+    return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_malloc: size %zu exceeds the limit of %zu bytes", size, kMaxAlloc);
+  Call call;
+  if (!call.ok()) return call.status();
+  return new_range(call.rt(), size, "umrt_malloc", -1, 0, ptr);
+}
+
+umrt_status umrt_map_file(const char *path, uint64_t offset, size_t size, unsigned flags, void **ptr) {
+  if (!ptr) return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_map_file: ptr is NULL");
+  if (!path || !*path) return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_map_file: path is NULL or empty");
+  if (!(flags & UMRT_MAP_READ) || (flags & ~unsigned{UMRT_MAP_READ | UMRT_MAP_WRITE}))
+    return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_map_file: flags %#x: UMRT_MAP_READ, optionally with UMRT_MAP_WRITE", flags);
+  if (flags & UMRT_MAP_WRITE)
+    return set_error(UMRT_ERROR_NOT_SUPPORTED, "umrt_map_file: UMRT_MAP_WRITE (write-back to the file) is not supported yet");
+  if (size > kMaxAlloc)
+    return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_map_file: size %zu exceeds the limit of %zu bytes", size, kMaxAlloc);
+  Call call;
+  if (!call.ok()) return call.status();
+  int err = 0;
+  if (!Ring::mine(&err))
+    return set_error(UMRT_ERROR_NOT_SUPPORTED, "umrt_map_file: io_uring is not available here: %s", strerror(-err));
+  uint64_t bytes = size;
+  std::string why;
+  int fd = open_file_range(path, offset, &bytes, &why);
+  if (fd < 0)
+    return set_error(fd == -ENOMEM ? UMRT_ERROR_OUT_OF_MEMORY : UMRT_ERROR_INVALID_VALUE, "umrt_map_file: %s: %s", path,
+                     why.c_str());
+  if (bytes > kMaxAlloc) {
+    close(fd);
+    return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_map_file: %s: %llu bytes exceed the limit of %zu", path,
+                     static_cast<unsigned long long>(bytes), kMaxAlloc);
+  }
+  return new_range(call.rt(), static_cast<size_t>(bytes), "umrt_map_file", fd, offset, ptr);
 }
 
 umrt_status umrt_free(void *ptr) {
@@ -323,7 +366,9 @@ umrt_status umrt_page_location(const void *ptr, umrt_location *loc) {
   size_t off = 0;
   if (umrt_status st = span_of(call.rt(), ptr, 1, "umrt_page_location", &ref, &off); st != UMRT_SUCCESS) return st;
   uint64_t e = ref->entries[off >> kPageShift].load(std::memory_order_acquire);
-  *loc = entry::loc(e) == Loc::DEVICE ? UMRT_LOCATION_DEVICE : UMRT_LOCATION_HOST;
+  *loc = entry::loc(e) == Loc::DEVICE                     ? UMRT_LOCATION_DEVICE
+         : entry::loc(e) == Loc::NONE && ref->file() ? UMRT_LOCATION_STORAGE
+                                                     : UMRT_LOCATION_HOST;
   return UMRT_SUCCESS;
 }
 
@@ -359,6 +404,7 @@ umrt_status umrt_get_stats(umrt_stats *out) {
   o.ns_finalize = ld(s.ns_finalize);
   o.host_pool_pages = rt.host_pool.pages();
   o.host_pages_reused = rt.host_pool.reused();
+  o.bytes_from_storage = ld(s.bytes_from_storage);
   *out = o;
   return UMRT_SUCCESS;
 }

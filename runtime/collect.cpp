@@ -6,7 +6,8 @@
 // also one that looks already at the destination: its owner may be moving it away. Selected pages get MIGRATE (+ WRITE for a host source) in src[].
 //   to_device: HOST pages (copied) and NONE pages (zero-filled on the device, no copy).
 //   to_host:   DEVICE pages (copied back); NONE pages only on the fault path (zero-filled,
-//              no copy — a prefetch leaves them NONE, which already reads as zero on the host);
+//              no copy — a prefetch leaves them NONE, which already reads as zero on the host),
+//              and a file range's NONE pages (STORAGE: read from the file) on a prefetch too;
 //              DEVICE pages whose host address the user unmapped (GONE) are dropped.
 #include "batch.h"
 
@@ -27,7 +28,9 @@ void collect(Batch &b) {
       if (b.dir == Dir::to_device)
         want = !gone && (l == Loc::HOST || l == Loc::NONE);
       else
-        want = l == Loc::DEVICE || (l == Loc::NONE && !gone && (b.why == Why::fault || b.why == Why::fault_write));
+        want = l == Loc::DEVICE ||
+               (l == Loc::NONE && !gone &&
+                (b.why == Why::fault || b.why == Why::fault_write || (b.why == Why::prefetch && b.r->file())));
       if (entry::locked(cur)) {
         // Held by another batch: skipped (first locker wins). A prefetch counts it even when
         // it seems to be at the destination already: a DEVICE page locked by a device->host

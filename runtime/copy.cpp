@@ -2,20 +2,23 @@
 // selected pages into runs (one copy each), submit them through the backend in one batch, wait.
 //
 // to_device: the block's chunk (DevMem may evict LRU blocks for it), frames from the backend
-//   (fault injection point), then HOST runs are copied and NONE runs zero-filled on the device.
+//   (fault injection point), then HOST runs are copied and NONE runs zero-filled on the device
+//   (a file range's NONE runs are read from the file into staging and copied from there).
 // to_host:   DEVICE runs go device -> staging -> into the range: copied into kept host pages
 //   and moved in (host_pool.h), else UFFDIO_COPY (fresh pages) (the backend calls
 //   the installer as each run is staged; the ioctl maps atomically and the installer publishes
 //   the mapped pages HOST, still locked, right after; faulting threads are woken once the batch
 //   is finalized);
 //   NONE runs (fault path) are mapped with UFFDIO_ZEROPAGE (read faults) or UFFDIO_COPY of
-//   zeros (write faults: writable at once, no COW fault per page after); GONE pages dropped.
+//   zeros (write faults: writable at once, no COW fault per page after); a file range's NONE
+//   runs (fault path and prefetch) are read from the file and UFFDIO_COPYed; GONE pages dropped.
 // A failed allocation or copy clears MIGRATE for those pages only; they will be restored.
 #include <sys/mman.h>
 
 #include <cerrno>
 
 #include "batch.h"
+#include "storage/file_store.h"
 #include "threads.h"
 
 namespace umrt::rt {
@@ -139,6 +142,12 @@ void copy_to_device(Batch &b) {
   }
   const uint32_t chunk = b.db->chunk;  // stable: this batch holds the block busy
   char *const host0 = b.r->addr(b.first);
+  // A file range's NONE pages are in its file: read into staging (page i at stage + i pages)
+  // and copied from there, never mapped on the host.
+  char *const stage = b.r->file() ? file_staging() : nullptr;
+  auto staged = [&](const void *p) {
+    return stage && static_cast<const char *>(p) >= stage && static_cast<const char *>(p) < stage + kBlockSize;
+  };
   CopyOp ops[kBlockPages];
   size_t nops = 0;
   for (size_t i = 0; i < b.n;) {
@@ -146,14 +155,26 @@ void copy_to_device(Batch &b) {
       ++i;
       continue;
     }
-    const bool zero = entry::loc(b.src[i]) == Loc::NONE;
+    const bool none = entry::loc(b.src[i]) == Loc::NONE;
     size_t j = i;
-    while (j < b.n && sel(b, j) && (entry::loc(b.src[j]) == Loc::NONE) == zero) {
+    while (j < b.n && sel(b, j) && (entry::loc(b.src[j]) == Loc::NONE) == none) {
       b.dst[j] = entry::make(Loc::DEVICE, b.r->frame(b.first + j, chunk)) | entry::MIGRATE;
       ++j;
     }
-    ops[nops++] = {zero ? CopyOp::ZERO : CopyOp::H2D, host0 + i * kPageSize,
-                   b.r->dev_addr(b.first + i), (j - i) * kPageSize, 0, 0};
+    if (none && b.r->file()) {
+      uint64_t got = 0;
+      size_t ok = 0;
+      const int rc = stage ? read_file_pages(*b.r, b.first + i, j - i, stage + i * kPageSize, &got, &ok) : -ENOMEM;
+      rt.stats.add(rt.stats.bytes_from_storage, got);
+      if (ok) ops[nops++] = {CopyOp::H2D, stage + i * kPageSize, b.r->dev_addr(b.first + i), ok * kPageSize, 0, 0};
+      if (rc) {
+        drop(b, i + ok, j);
+        b.fail(rc);
+      }
+    } else {
+      ops[nops++] = {none ? CopyOp::ZERO : CopyOp::H2D, host0 + i * kPageSize,
+                     b.r->dev_addr(b.first + i), (j - i) * kPageSize, 0, 0};
+    }
     i = j;
   }
   rt.backend->transfer(ops, nops, nullptr);
@@ -167,7 +188,7 @@ void copy_to_device(Batch &b) {
   uint64_t zeroed = 0;  // bytes_to_device counts the pages that moved (finalize)
   for (size_t k = 0; k < nops; ++k) {
     const CopyOp &op = ops[k];
-    const size_t i = slot_of(host0, op.host);
+    const size_t i = slot_of(staged(op.host) ? stage : host0, op.host);
     if (op.status) {
       drop(b, i, i + op.len / kPageSize);
       b.fail(op.status);
@@ -203,6 +224,23 @@ void copy_to_host(Batch &b) {
       ++j;
     }
     if (l == Loc::NONE) {
+      // A file range's NONE pages are in its file: read into staging first (outside the gate:
+      // I/O takes long), then mapped like zeros would be.
+      const char *from = nullptr;
+      if (b.r->file()) {
+        char *stage = file_staging();
+        uint64_t got = 0;
+        size_t ok = 0;
+        const int rc = stage ? read_file_pages(*b.r, b.first + i, j - i, stage + i * kPageSize, &got, &ok) : -ENOMEM;
+        rt.stats.add(rt.stats.bytes_from_storage, got);
+        if (rc) b.fail(rc);  // the pages read before the failure are mapped, the rest restored
+        if (!ok) {
+          i = j;
+          continue;
+        }
+        j = i + ok;
+        from = stage + i * kPageSize;
+      }
       Uffd::NoWaitScope nowait(true);  // as in the installer: no retry at a stale address
       AsyncSignalsBlocked nosig;
       FaultService::InstallGate gate(rt.faults);
@@ -212,7 +250,8 @@ void copy_to_host(Batch &b) {
         continue;
       }
       size_t done = 0;
-      int rc = b.why == Why::fault_write
+      int rc = from ? rt.uffd.copy(host0 + i * kPageSize, from, (j - i) * kPageSize, true, &done)
+               : b.why == Why::fault_write
                    ? rt.uffd.copy(host0 + i * kPageSize, zero_block(), (j - i) * kPageSize, true, &done)
                    : rt.uffd.zeropage(host0 + i * kPageSize, (j - i) * kPageSize, true, &done);
       if (rc == -EEXIST) {  // already mapped (a duplicate fault raced us): count it as mapped
@@ -220,7 +259,7 @@ void copy_to_host(Batch &b) {
         rc = 0;
       }
       for (size_t k = 0; k < done / kPageSize; ++k) b.installed[i + k] = true;
-      zeroed += done / kPageSize;
+      if (!from) zeroed += done / kPageSize;
       if (rc == -EAGAIN && b.why != Why::fault && b.why != Why::fault_write)
         b.moved.store(true, std::memory_order_relaxed);
       if (rc) b.fail(rc);

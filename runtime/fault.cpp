@@ -156,10 +156,13 @@ void serve_group(Runtime &rt, Group &g, FailCounts &fails) {
   for (size_t p : g.pages) {
     uint64_t e = r.entries[p].load(std::memory_order_acquire);
     if (e & entry::GONE) continue;
-    const bool failed = rc && rc != -EAGAIN && entry::loc(e) == Loc::DEVICE && !entry::locked(e);
+    // (A file range's page still in its file fails the same way when it cannot be read; past
+    // the file's end now, truncated while mapped, at once: SIGBUS, as mmap gives.)
+    const bool in_file = r.file() && entry::loc(e) == Loc::NONE;
+    const bool failed = rc && rc != -EAGAIN && (entry::loc(e) == Loc::DEVICE || in_file) && !entry::locked(e);
     const auto a = reinterpret_cast<uintptr_t>(r.addr(p));
     if (failed) {
-      if (fails.failed(a)) {
+      if ((in_file && rc == -ENODATA) || fails.failed(a)) {
         give_up(rt, r, p, rc);
         continue;
       }

@@ -107,8 +107,10 @@ int migrate_lane(Runtime &rt, Range &r, size_t first, size_t end, Dir dir, Why w
   for (size_t p = first; p < end; ++k) {
     size_t stop = std::min(end, r.block_end(p));
     // A block never made holds nothing on the device: nothing to bring home (a to-host
-    // prefetch leaves untouched pages NONE), and no page state to create for it.
-    if (k % lanes == lane && (dir == Dir::to_device || why == Why::fault || why == Why::fault_write || r.dblock(p))) {
+    // prefetch leaves untouched pages NONE), and no page state to create for it; unless the
+    // range is a file's, whose NONE pages a to-host prefetch reads.
+    if (k % lanes == lane && (dir == Dir::to_device || why == Why::fault || why == Why::fault_write || r.dblock(p) ||
+                              (why == Why::prefetch && r.file()))) {
       // Pages held by another batch or the fault service are retried until that owner is done:
       // a synchronous prefetch promises the whole span (collect itself never waits).
       for (unsigned attempt = 0;; ++attempt) {

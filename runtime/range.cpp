@@ -4,12 +4,15 @@
 #include "devmem.h"
 #include "threads.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <mutex>
 
 namespace umrt::rt {
 
 Range::~Range() {
+  if (file_fd >= 0) close(file_fd);
   for (DBlock *b = blocks_made.load(); b;) {
     DBlock *next = b->next_made;
     delete b;

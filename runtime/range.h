@@ -53,6 +53,13 @@ struct Range : std::enable_shared_from_this<Range> {
   size_t pack_first = 0;                    // first page slot in the pack
   char *dev_base = nullptr;                 // device address of page 0
 
+  // File-backed ranges (umrt_map_file): page p's bytes are at file_off + p * 4 KiB of file_fd
+  // (owned, closed with the range), `size` bytes of them; a NONE entry means "still only in the
+  // file" (STORAGE) instead of "never touched". -1: an anonymous range.
+  int file_fd = -1;
+  uint64_t file_off = 0;
+  bool file() const { return file_fd >= 0; }
+
   uint64_t seq = 0;                         // insertion order (RangeTable::seq)
   uintptr_t key = 0;  // its key in the range table (table's lock): start, or after a move the
                       // start of what moved (the address mremap() returned to the user)
@@ -103,7 +110,7 @@ struct Range : std::enable_shared_from_this<Range> {
   }
 
   Range() = default;
-  ~Range();  // deletes the blocks made (range.cpp)
+  ~Range();  // deletes the blocks made, closes file_fd (range.cpp)
   Range(const Range &) = delete;
   Range &operator=(const Range &) = delete;
 

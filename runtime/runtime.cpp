@@ -140,6 +140,20 @@ void Runtime::release_host(Range &r, bool unmap) {
   // Nothing GONE: one run, no pass over the entries.
   if (r.gone_pages.load(std::memory_order_acquire) == 0) release(0, r.npages);
   else for_runs(r.npages, present, release);
+  // A file range left as plain memory (shutdown): its pages still only in the file (NONE) get
+  // the file mapped over them (MAP_PRIVATE, the same view), so they go on reading its bytes.
+  if (!unmap && r.file()) {
+    auto in_file = [&](size_t i) {
+      const uint64_t e = r.entries[i].load(std::memory_order_acquire);
+      return entry::loc(e) == Loc::NONE && !(e & entry::GONE);
+    };
+    for_runs(r.npages, in_file, [&](size_t i, size_t j) {
+      if (mmap(r.addr(i), (j - i) * kPageSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, r.file_fd,
+               static_cast<off_t>(r.file_off + i * kPageSize)) == MAP_FAILED)
+        log(Level::error, "shutdown: mapping the file over %zu pages at %p failed: %s (they read as zero)", j - i,
+            (void *)r.addr(i), strerror(errno));
+    });
+  }
   // Plain memory an mremap() growth appended (remap.cpp): part of the user's mapping.
   const uintptr_t begin = r.tail_begin.load(), tail = r.tail_end.load();
   if (unmap && begin && tail > begin) munmap(reinterpret_cast<void *>(begin), tail - begin);

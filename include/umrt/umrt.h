@@ -28,7 +28,17 @@ typedef enum umrt_status {
   UMRT_ERROR_BACKEND,          /* a device call or copy failed; umrt_last_error() says which    */
 } umrt_status;                 /* more codes may follow these                                    */
 
-typedef enum umrt_location { UMRT_LOCATION_HOST = 0, UMRT_LOCATION_DEVICE = 1 } umrt_location;
+typedef enum umrt_location {
+  UMRT_LOCATION_HOST = 0,
+  UMRT_LOCATION_DEVICE = 1,
+  UMRT_LOCATION_STORAGE = 2, /* the page's data is only in its file (umrt_map_file)            */
+} umrt_location;
+
+/* umrt_map_file flags. */
+typedef enum umrt_map_flags {
+  UMRT_MAP_READ = 1,  /* pages come from the file                                              */
+  UMRT_MAP_WRITE = 2, /* with READ: written pages go back to the file (not yet: NOT_SUPPORTED)  */
+} umrt_map_flags;
 
 typedef enum umrt_backend_kind {
   UMRT_BACKEND_DEFAULT = 0, /* from UMRT_BACKEND, else auto */
@@ -108,6 +118,7 @@ typedef struct umrt_stats {
   uint64_t host_pool_pages;   /* host pages kept for reuse now (umrt_config.host_pool); a page
                                  only ever read (the shared zero page) counts without memory   */
   uint64_t host_pages_reused; /* pages that came home into a kept page, not a new one          */
+  uint64_t bytes_from_storage; /* bytes read from files (umrt_map_file)                         */
 } umrt_stats;
 
 /* Fault injection, for tests (sim and cuda backends). */
@@ -128,6 +139,22 @@ umrt_status umrt_free(void *ptr);                   /* not from umrt_malloc / tw
                                                        like cudaFree, waits for all queued device
                                                        work before it gives device memory back
                                                        (only when it gives some back)           */
+umrt_status umrt_map_file(const char *path, uint64_t offset, size_t size, unsigned flags, void **ptr);
+                                                    /* a managed range over bytes [offset, offset
+                                                       + size) of the regular file at path; offset
+                                                       a multiple of 4096; size 0 = to the end of
+                                                       the file; flags UMRT_MAP_READ: a private
+                                                       view (CPU writes stay in memory, as with
+                                                       mmap MAP_PRIVATE). Pages not read yet are
+                                                       UMRT_LOCATION_STORAGE; a CPU access, or a
+                                                       prefetch to either side, reads them (io_uring;
+                                                       to the device without a host copy). Bytes
+                                                       past the end of the file in the last page
+                                                       read as zero. Freed with umrt_free. Bad
+                                                       path/offset/size/flags -> INVALID_VALUE
+                                                       (message says which), UMRT_MAP_WRITE ->
+                                                       NOT_SUPPORTED (for now), io_uring refused
+                                                       -> NOT_SUPPORTED                          */
 umrt_status umrt_prefetch(const void *ptr, size_t size, umrt_location dst, void *stream);
                                                     /* pages covering [ptr, ptr+size) of ONE
                                                        allocation; stream NULL = synchronous    */

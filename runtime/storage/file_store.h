@@ -1,0 +1,29 @@
+// storage/file_store.h — pages of file-backed ranges (umrt_map_file): opening and checking the
+// file, and reading runs of a range's pages through the calling thread's ring (ring.h) into a
+// staging buffer, from which a batch maps them (to the host) or copies them (to the device).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace umrt::rt {
+
+struct Range;
+
+// Open `path` for a read-only file range over [offset, offset + *size) (*size 0: to the end of
+// the file; set to what is mapped). Returns the fd, or -errno with *why saying what is wrong
+// (not a regular file, offset not page aligned or past the end, span past the end).
+int open_file_range(const char *path, uint64_t offset, uint64_t *size, std::string *why);
+
+// This thread's staging buffer: 2 MiB (one batch), page aligned; nullptr when out of memory.
+char *file_staging();
+
+// Read pages [page, page + n) of r into buf: the file's bytes, zeros after the last byte the
+// range maps (r.size). Returns 0, or -errno: the read failed, or the file is shorter now than
+// the range (truncated while mapped): -ENODATA, and then the first *ok pages are good all the
+// same (the page holding the new end with zeros after it, as mmap gives). *bytes: file bytes
+// read.
+int read_file_pages(const Range &r, size_t page, size_t n, char *buf, uint64_t *bytes, size_t *ok);
+
+}  // namespace umrt::rt

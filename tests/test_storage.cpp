@@ -1,0 +1,287 @@
+// test_storage.cpp — file-backed managed memory (umrt_map_file, read-only so far): the bytes of
+// the file through CPU faults and through prefetches to either side (to the device without a
+// host copy), spans with an offset and a size, the zeros past the mapped bytes, private writes,
+// shutdown leaving the same view, and every bad input refused with nothing changed.
+#include <gtest/gtest.h>
+#include <umrt/umrt.h>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "test_util.h"
+
+namespace {
+
+using namespace umrt_test;
+
+// A temporary file of `bytes` bytes of pattern `seed` (on the disk: TMPDIR or /tmp).
+class TempFile {
+ public:
+  TempFile(size_t bytes, uint64_t seed) : data_(bytes) {
+    const char *tmp = std::getenv("TMPDIR");
+    path_ = std::string(tmp && *tmp ? tmp : "/tmp") + "/umrt-storage-XXXXXX";
+    int fd = mkstemp(path_.data());
+    EXPECT_GE(fd, 0) << strerror(errno);
+    if (fd < 0) return;
+    fill_pattern(data_.data(), bytes, seed);
+    size_t off = 0;
+    while (off < bytes) {
+      ssize_t w = pwrite(fd, data_.data() + off, bytes - off, static_cast<off_t>(off));
+      if (w <= 0) break;
+      off += static_cast<size_t>(w);
+    }
+    EXPECT_EQ(off, bytes);
+    close(fd);
+  }
+  ~TempFile() { unlink(path_.c_str()); }
+  const char *path() const { return path_.c_str(); }
+  const uint8_t *data() const { return data_.data(); }
+  std::vector<uint8_t> on_disk() const {
+    std::vector<uint8_t> v(data_.size());
+    int fd = open(path_.c_str(), O_RDONLY);
+    EXPECT_GE(fd, 0);
+    EXPECT_EQ(pread(fd, v.data(), v.size(), 0), static_cast<ssize_t>(v.size()));
+    close(fd);
+    return v;
+  }
+
+ private:
+  std::string path_;
+  std::vector<uint8_t> data_;
+};
+
+class Storage : public UmrtTest {
+ protected:
+  bool ValidateAtEnd() const override { return true; }
+  void *map(const char *path, uint64_t off, size_t size) {
+    void *p = nullptr;
+    umrt_status s = umrt_map_file(path, off, size, UMRT_MAP_READ, &p);
+    if (s == UMRT_ERROR_NOT_SUPPORTED) {
+      skip_ = std::string("umrt_map_file: ") + last_error();
+      return nullptr;
+    }
+    EXPECT_EQ(s, UMRT_SUCCESS) << last_error();
+    return s == UMRT_SUCCESS ? p : nullptr;
+  }
+  std::string skip_;
+};
+
+#define MAP_OR_SKIP(var, ...)              \
+  void *var = map(__VA_ARGS__);            \
+  if (!var && !skip_.empty()) GTEST_SKIP() << skip_; \
+  ASSERT_NE(var, nullptr)
+
+size_t resident(const void *p, size_t bytes) {
+  std::vector<unsigned char> v(pages_of(bytes));
+  if (mincore(const_cast<void *>(p), bytes, v.data())) return SIZE_MAX;
+  size_t n = 0;
+  for (unsigned char c : v) n += c & 1;
+  return n;
+}
+
+TEST_F(Storage, CpuReadsTheFile) {
+  const size_t bytes = 5 * MiB + 100;  // the last page is partly past the end of the file
+  TempFile f(bytes, 1);
+  MAP_OR_SKIP(p, f.path(), 0, 0);
+  EXPECT_EQ(location_of(p), UMRT_LOCATION_STORAGE);
+  EXPECT_EQ(location_of(static_cast<char *>(p) + bytes - 1), UMRT_LOCATION_STORAGE);
+  const umrt_stats a = get_stats();
+  EXPECT_EQ(std::memcmp(p, f.data(), bytes), 0) << "the mapped bytes are not the file's";
+  EXPECT_TRUE(check_zero(static_cast<char *>(p) + bytes, pages_of(bytes) * kPage - bytes)) << "past the end of the file";
+  EXPECT_EQ(location_of(p), UMRT_LOCATION_HOST);
+  const umrt_stats b = get_stats();
+  EXPECT_EQ(b.bytes_from_storage - a.bytes_from_storage, bytes) << "each byte read once";
+  EXPECT_LT(b.cpu_faults - a.cpu_faults, pages_of(bytes) / 4) << "sequential reads come in growing windows";
+  EXPECT_EQ(umrt_free(p), UMRT_SUCCESS) << last_error();
+}
+
+TEST_F(Storage, PrefetchToTheDeviceStreamsWithoutAHostCopy) {
+  const size_t bytes = 8 * MiB;
+  TempFile f(bytes, 2);
+  MAP_OR_SKIP(p, f.path(), 0, bytes);
+  ASSERT_EQ(umrt_prefetch(p, bytes, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
+  EXPECT_TRUE(all_pages_at(p, bytes, UMRT_LOCATION_DEVICE));
+  EXPECT_EQ(resident(p, bytes), 0u) << "pages went to the device through host memory of the range";
+  std::vector<uint8_t> dev;
+  ASSERT_TRUE(read_device_copy(p, bytes, &dev));
+  EXPECT_EQ(std::memcmp(dev.data(), f.data(), bytes), 0) << "the device copy is not the file";
+  EXPECT_EQ(std::memcmp(p, f.data(), bytes), 0) << "back on the CPU";
+  EXPECT_EQ(umrt_free(p), UMRT_SUCCESS) << last_error();
+}
+
+TEST_F(Storage, PrefetchToTheHostReadsTheFile) {
+  const size_t bytes = 6 * MiB;
+  TempFile f(bytes, 3);
+  MAP_OR_SKIP(p, f.path(), 0, bytes);
+  ASSERT_EQ(umrt_prefetch(p, bytes, UMRT_LOCATION_HOST, nullptr), UMRT_SUCCESS) << last_error();
+  EXPECT_TRUE(all_pages_at(p, bytes, UMRT_LOCATION_HOST));
+  const umrt_stats a = get_stats();
+  EXPECT_EQ(std::memcmp(p, f.data(), bytes), 0);
+  EXPECT_EQ(get_stats().cpu_faults, a.cpu_faults) << "pages read by the prefetch faulted again";
+  EXPECT_EQ(umrt_free(p), UMRT_SUCCESS) << last_error();
+}
+
+TEST_F(Storage, OffsetAndSizeSelectTheSpan) {
+  const size_t bytes = 4 * MiB;
+  TempFile f(bytes, 4);
+  const size_t off = 3 * kPage, size = MiB + 5;
+  MAP_OR_SKIP(p, f.path(), off, size);
+  EXPECT_EQ(std::memcmp(p, f.data() + off, size), 0);
+  EXPECT_TRUE(check_zero(static_cast<char *>(p) + size, pages_of(size) * kPage - size))
+      << "bytes past the span (the file goes on) must read as zero";
+  ASSERT_EQ(umrt_prefetch(p, size, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
+  EXPECT_EQ(std::memcmp(p, f.data() + off, size), 0);
+  EXPECT_EQ(umrt_free(p), UMRT_SUCCESS) << last_error();
+}
+
+TEST_F(Storage, WritesArePrivate) {
+  const size_t bytes = 2 * MiB;
+  TempFile f(bytes, 5);
+  MAP_OR_SKIP(p, f.path(), 0, 0);
+  auto *c = static_cast<uint8_t *>(p);
+  for (size_t i = 0; i < bytes; i += kPage) c[i + 7] = static_cast<uint8_t>(c[i + 7] ^ 0xff);
+  ASSERT_EQ(umrt_prefetch(p, bytes, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
+  ASSERT_EQ(umrt_prefetch(p, bytes, UMRT_LOCATION_HOST, nullptr), UMRT_SUCCESS) << last_error();
+  for (size_t i = 0; i < bytes; i += kPage) ASSERT_EQ(c[i + 7], static_cast<uint8_t>(f.data()[i + 7] ^ 0xff)) << i;
+  EXPECT_EQ(umrt_free(p), UMRT_SUCCESS) << last_error();
+  std::vector<uint8_t> disk = f.on_disk();
+  EXPECT_EQ(std::memcmp(disk.data(), f.data(), bytes), 0) << "a read-only mapping wrote the file";
+}
+
+size_t open_fds() {
+  size_t n = 0;
+  if (DIR *d = opendir("/proc/self/fd")) {
+    while (readdir(d)) ++n;
+    closedir(d);
+  }
+  return n;
+}
+
+// (The first umrt_map_file of a thread opens that thread's io_uring: counted before.)
+TEST_F(Storage, FreeClosesTheFile) {
+  TempFile f(MiB, 6);
+  {
+    MAP_OR_SKIP(q, f.path(), 0, 0);
+    EXPECT_EQ(umrt_free(q), UMRT_SUCCESS);
+  }
+  const size_t before = open_fds();
+  MAP_OR_SKIP(p, f.path(), 0, 0);
+  EXPECT_EQ(open_fds(), before + 1);
+  EXPECT_EQ(umrt_free(p), UMRT_SUCCESS) << last_error();
+  EXPECT_EQ(open_fds(), before);
+}
+
+// umrt_shutdown leaves ranges as plain memory: a file range's pages not read yet keep reading
+// the file (its view is mapped over them), the ones read or moved keep their bytes.
+TEST_F(Storage, ShutdownLeavesTheSameView) {
+  const size_t bytes = 4 * MiB;
+  TempFile f(bytes, 7);
+  MAP_OR_SKIP(p, f.path(), 0, 0);
+  auto *c = static_cast<uint8_t *>(p);
+  ASSERT_EQ(umrt_prefetch(c, MiB, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
+  EXPECT_EQ(std::memcmp(c + MiB, f.data() + MiB, MiB), 0);  // read on the host
+  c[MiB + 1] = static_cast<uint8_t>(~f.data()[MiB + 1]);
+  ASSERT_EQ(umrt_shutdown(), UMRT_SUCCESS) << last_error();
+  EXPECT_EQ(std::memcmp(c, f.data(), MiB), 0) << "pages on the device";
+  EXPECT_EQ(c[MiB + 1], static_cast<uint8_t>(~f.data()[MiB + 1])) << "a page written on the host";
+  EXPECT_EQ(std::memcmp(c + 2 * MiB, f.data() + 2 * MiB, 2 * MiB), 0) << "pages never read";
+  EXPECT_EQ(umrt_free(p), UMRT_SUCCESS) << last_error();
+}
+
+// A file truncated while mapped: a page past the new end cannot be read, and the access gets
+// SIGBUS, as with mmap; the pages before it still read the file. In a fresh process.
+void exit_on_sigbus(int) { _exit(42); }  // (a handler of our own: the sanitizers catch SIGBUS)
+
+void touch_past_a_truncation(const char *path, size_t bytes) {
+  alarm(30);
+  struct sigaction sa {};
+  sa.sa_handler = exit_on_sigbus;
+  sigaction(SIGBUS, &sa, nullptr);
+  void *p = nullptr;
+  if (umrt_map_file(path, 0, 0, UMRT_MAP_READ, &p) != UMRT_SUCCESS) _exit(3);
+  const size_t end = bytes / 2 + 100;  // the new end, inside a page
+  std::vector<uint8_t> want(bytes);
+  fill_pattern(want.data(), bytes, 9);
+  if (truncate(path, static_cast<off_t>(end)) != 0) _exit(4);
+  const auto *c = static_cast<const volatile uint8_t *>(p);
+  // Before the new end (its fault window reaches past it): the file's bytes.
+  if (c[end - 1] != want[end - 1] || c[end - 5000] != want[end - 5000]) _exit(5);
+  if (c[end] != 0 || c[end + 1000] != 0) _exit(6);  // the rest of the page holding the end: zeros
+  volatile uint8_t sink = c[end + kPage];  // a page wholly past it: SIGBUS
+  (void)sink;
+  _exit(0);
+}
+
+TEST_F(Storage, TruncatedWhileMappedIsSigbusPastTheNewEnd) {
+  const size_t bytes = 2 * MiB;
+  TempFile f(bytes, 9);
+  {
+    void *p = map(f.path(), 0, 0);
+    if (!p && !skip_.empty()) GTEST_SKIP() << skip_;
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(umrt_free(p), UMRT_SUCCESS);
+  }
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(touch_past_a_truncation(f.path(), bytes), ::testing::ExitedWithCode(42), "")
+      << "42 is SIGBUS; exit 0: no SIGBUS; 5: bytes before the new end wrong; 6: the rest of its page not zero";
+}
+
+TEST_F(Storage, BadInputIsRefusedAndChangesNothing) {
+  TempFile f(2 * MiB + 10, 8);
+  {
+    MAP_OR_SKIP(q, f.path(), 0, 0);  // this thread's io_uring opened before the count
+    EXPECT_EQ(umrt_free(q), UMRT_SUCCESS);
+  }
+  const size_t fds = open_fds();
+  const umrt_stats before = get_stats();
+  void *p = reinterpret_cast<void *>(0x1);
+  struct Case {
+    const char *what;
+    const char *path;
+    uint64_t off;
+    size_t size;
+    unsigned flags;
+    umrt_status want;
+  };
+  const std::string dir = std::string(f.path()) + ".d", fifo = std::string(f.path()) + ".fifo";
+  ASSERT_EQ(mkdir(dir.c_str(), 0700), 0);
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  const Case cases[] = {
+      {"missing file", "/nonexistent/umrt-file", 0, 0, UMRT_MAP_READ, UMRT_ERROR_INVALID_VALUE},
+      {"a directory", dir.c_str(), 0, 0, UMRT_MAP_READ, UMRT_ERROR_INVALID_VALUE},
+      {"a FIFO (must not block)", fifo.c_str(), 0, 0, UMRT_MAP_READ, UMRT_ERROR_INVALID_VALUE},
+      {"offset not page aligned", f.path(), 100, 0, UMRT_MAP_READ, UMRT_ERROR_INVALID_VALUE},
+      {"offset at the end", f.path(), 3 * MiB, 0, UMRT_MAP_READ, UMRT_ERROR_INVALID_VALUE},
+      {"span past the end", f.path(), 4096, 2 * MiB, UMRT_MAP_READ, UMRT_ERROR_INVALID_VALUE},
+      {"no flags", f.path(), 0, 0, 0, UMRT_ERROR_INVALID_VALUE},
+      {"unknown flag", f.path(), 0, 0, UMRT_MAP_READ | 4, UMRT_ERROR_INVALID_VALUE},
+      {"write without read", f.path(), 0, 0, UMRT_MAP_WRITE, UMRT_ERROR_INVALID_VALUE},
+      {"write-back (not yet)", f.path(), 0, 0, UMRT_MAP_READ | UMRT_MAP_WRITE, UMRT_ERROR_NOT_SUPPORTED},
+      {"empty path", "", 0, 0, UMRT_MAP_READ, UMRT_ERROR_INVALID_VALUE},
+  };
+  for (const Case &k : cases) {
+    SCOPED_TRACE(k.what);
+    EXPECT_EQ(umrt_map_file(k.path, k.off, k.size, k.flags, &p), k.want) << last_error();
+    EXPECT_STRNE(last_error(), "") << "no message";
+    EXPECT_EQ(p, reinterpret_cast<void *>(0x1)) << "*ptr was written";
+  }
+  EXPECT_EQ(umrt_map_file(nullptr, 0, 0, UMRT_MAP_READ, &p), UMRT_ERROR_INVALID_VALUE);
+  EXPECT_EQ(umrt_map_file(f.path(), 0, 0, UMRT_MAP_READ, nullptr), UMRT_ERROR_INVALID_VALUE);
+  EXPECT_NE(std::strstr((umrt_map_file(f.path(), 100, 0, UMRT_MAP_READ, &p), last_error()), "4096"), nullptr)
+      << last_error();
+  EXPECT_EQ(open_fds(), fds) << "a refused call left a file open";
+  EXPECT_TRUE(stats_equal(before, get_stats()));
+  rmdir(dir.c_str());
+  unlink(fifo.c_str());
+}
+
+}  // namespace
