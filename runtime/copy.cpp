@@ -249,15 +249,25 @@ void copy_to_host(Batch &b) {
         i = j;
         continue;
       }
+      // Unmapped by the user while the file was read (the address may be another's by now).
+      bool gone = false;
+      for (size_t k = i; from && k < j && !gone; ++k)
+        gone = b.r->entries[b.first + k].load(std::memory_order_acquire) & entry::GONE;
+      if (gone) {
+        i = j;
+        continue;
+      }
       size_t done = 0;
       int rc = from ? rt.uffd.copy(host0 + i * kPageSize, from, (j - i) * kPageSize, true, &done)
                : b.why == Why::fault_write
                    ? rt.uffd.copy(host0 + i * kPageSize, zero_block(), (j - i) * kPageSize, true, &done)
                    : rt.uffd.zeropage(host0 + i * kPageSize, (j - i) * kPageSize, true, &done);
-      if (rc == -EEXIST) {  // already mapped (a duplicate fault raced us): count it as mapped
+      if (rc == -EEXIST && !from) {  // already mapped (a duplicate fault raced us): count it as mapped
         done = (j - i) * kPageSize;
         rc = 0;
       }
+      // A file's bytes: only the pages copied count; the one found mapped and the rest are
+      // restored (NONE: read again by the next access), never said HOST over a hole.
       for (size_t k = 0; k < done / kPageSize; ++k) b.installed[i + k] = true;
       if (!from) zeroed += done / kPageSize;
       if (rc == -EAGAIN && b.why != Why::fault && b.why != Why::fault_write)

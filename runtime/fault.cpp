@@ -29,6 +29,7 @@
 
 #include "batch.h"
 #include "remap.h"
+#include "storage/file_store.h"
 #include "threads.h"
 
 namespace umrt::rt {
@@ -162,7 +163,7 @@ void serve_group(Runtime &rt, Group &g, FailCounts &fails) {
     const bool failed = rc && rc != -EAGAIN && (entry::loc(e) == Loc::DEVICE || in_file) && !entry::locked(e);
     const auto a = reinterpret_cast<uintptr_t>(r.addr(p));
     if (failed) {
-      if ((in_file && rc == -ENODATA) || fails.failed(a)) {
+      if ((in_file && rc == -ENODATA && page_past_end(r, p)) || fails.failed(a)) {
         give_up(rt, r, p, rc);
         continue;
       }

@@ -4,6 +4,7 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -147,11 +148,24 @@ void Runtime::release_host(Range &r, bool unmap) {
       const uint64_t e = r.entries[i].load(std::memory_order_acquire);
       return entry::loc(e) == Loc::NONE && !(e & entry::GONE);
     };
+    // A last page the range covers only in part (r.size not a multiple of 4 KiB) is not mapped
+    // from the file (the file's bytes after r.size would show; umrt showed zeros): its bytes are
+    // read into it instead, the rest stays zero.
+    const size_t whole = r.size / kPageSize;
     for_runs(r.npages, in_file, [&](size_t i, size_t j) {
-      if (mmap(r.addr(i), (j - i) * kPageSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, r.file_fd,
-               static_cast<off_t>(r.file_off + i * kPageSize)) == MAP_FAILED)
-        log(Level::error, "shutdown: mapping the file over %zu pages at %p failed: %s (they read as zero)", j - i,
+      const size_t je = std::min(j, whole);
+      if (je > i && mmap(r.addr(i), (je - i) * kPageSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, r.file_fd,
+                         static_cast<off_t>(r.file_off + i * kPageSize)) == MAP_FAILED)
+        log(Level::error, "shutdown: mapping the file over %zu pages at %p failed: %s (they read as zero)", je - i,
             (void *)r.addr(i), strerror(errno));
+      if (j > whole) {  // a whole aligned page read (the fd may be O_DIRECT), its first bytes kept
+        const size_t tail = r.size - whole * kPageSize;
+        alignas(kPageSize) static thread_local char page[kPageSize];
+        const ssize_t got = pread(r.file_fd, page, kPageSize, static_cast<off_t>(r.file_off + whole * kPageSize));
+        if (got > 0) std::memcpy(r.addr(whole), page, std::min(tail, static_cast<size_t>(got)));
+        if (got < static_cast<ssize_t>(tail))
+          log(Level::error, "shutdown: reading the last %zu bytes of a file range failed (they read as zero)", tail);
+      }
     });
   }
   // Plain memory an mremap() growth appended (remap.cpp): part of the user's mapping.

@@ -2,14 +2,20 @@
 //
 // Host source: UFFDIO_WRITEPROTECT each run of selected HOST pages, so CPU writers block in the
 // fault handler (or cancel the page, see fault.cpp) while readers go on. NONE pages have no
-// host copy to protect. Device source: wait for device work that may still write it. A run
-// that cannot be protected loses MIGRATE (it will be restored).
+// host copy to protect. Device source: wait for device work that may still write it (a batch
+// with no DEVICE page selected does not wait). A run that cannot be protected loses MIGRATE
+// (it will be restored).
 #include "batch.h"
 
 namespace umrt::rt {
 
 void unmap(Batch &b) {
   if (b.dir == Dir::to_host) {
+    // Only DEVICE sources wait for the device (NONE pages, zero or a file's, have nothing there).
+    bool any_device = false;
+    for (size_t i = 0; i < b.n && !any_device; ++i)
+      any_device = (b.src[i] & entry::MIGRATE) && entry::loc(b.src[i]) == Loc::DEVICE;
+    if (!any_device) return;
     int rc = b.rt->backend->device_sync();
     if (rc) {
       for (size_t i = 0; i < b.n; ++i) b.src[i] &= ~entry::MIGRATE;

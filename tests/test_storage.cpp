@@ -143,6 +143,23 @@ TEST_F(Storage, OffsetAndSizeSelectTheSpan) {
   EXPECT_EQ(umrt_free(p), UMRT_SUCCESS) << last_error();
 }
 
+// Straight to the device, with an offset and a last page the span covers in part: the device
+// copy holds the span's bytes, then zeros (not the file's next bytes).
+TEST_F(Storage, OffsetSpanToTheDevice) {
+  const size_t bytes = 4 * MiB;
+  TempFile f(bytes, 14);
+  const size_t off = 5 * kPage, size = 2 * MiB + 3 * kPage + 77;
+  MAP_OR_SKIP(p, f.path(), off, size);
+  ASSERT_EQ(umrt_prefetch(p, size, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
+  EXPECT_TRUE(all_pages_at(p, size, UMRT_LOCATION_DEVICE));
+  std::vector<uint8_t> dev;
+  ASSERT_TRUE(read_device_copy(p, pages_of(size) * kPage, &dev));
+  EXPECT_EQ(std::memcmp(dev.data(), f.data() + off, size), 0) << "the device copy is not the span";
+  for (size_t k = size; k < dev.size(); ++k) ASSERT_EQ(dev[k], 0) << "device byte " << k << " past the span";
+  EXPECT_EQ(std::memcmp(p, f.data() + off, size), 0);
+  EXPECT_EQ(umrt_free(p), UMRT_SUCCESS) << last_error();
+}
+
 TEST_F(Storage, WritesArePrivate) {
   const size_t bytes = 2 * MiB;
   TempFile f(bytes, 5);
@@ -190,6 +207,7 @@ TEST_F(Storage, ShutdownLeavesTheSameView) {
   ASSERT_EQ(umrt_prefetch(c, MiB, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
   EXPECT_EQ(std::memcmp(c + MiB, f.data() + MiB, MiB), 0);  // read on the host
   c[MiB + 1] = static_cast<uint8_t>(~f.data()[MiB + 1]);
+  EXPECT_TRUE(all_pages_at(c + 2 * MiB, 2 * MiB, UMRT_LOCATION_STORAGE)) << "the rest must not have been read";
   ASSERT_EQ(umrt_shutdown(), UMRT_SUCCESS) << last_error();
   EXPECT_EQ(std::memcmp(c, f.data(), MiB), 0) << "pages on the device";
   EXPECT_EQ(c[MiB + 1], static_cast<uint8_t>(~f.data()[MiB + 1])) << "a page written on the host";
@@ -197,9 +215,24 @@ TEST_F(Storage, ShutdownLeavesTheSameView) {
   EXPECT_EQ(umrt_free(p), UMRT_SUCCESS) << last_error();
 }
 
+// The same for a span whose last page it covers in part, with the file going on after it: past
+// the span, zeros before shutdown and after (the file is not mapped over that page).
+TEST_F(Storage, ShutdownKeepsZerosPastThePartlyCoveredLastPage) {
+  const size_t bytes = 4 * MiB;
+  TempFile f(bytes, 15);
+  const size_t size = MiB + 1234;
+  MAP_OR_SKIP(p, f.path(), 0, size);
+  auto *c = static_cast<uint8_t *>(p);
+  ASSERT_EQ(umrt_shutdown(), UMRT_SUCCESS) << last_error();
+  for (size_t k = 0; k < size; ++k) ASSERT_EQ(c[k], f.data()[k]) << "byte " << k;
+  EXPECT_TRUE(check_zero(c + size, pages_of(size) * kPage - size)) << "the file's bytes past the span show";
+  EXPECT_EQ(umrt_free(p), UMRT_SUCCESS) << last_error();
+}
+
 // A file truncated while mapped: a page past the new end cannot be read, and the access gets
 // SIGBUS, as with mmap; the pages before it still read the file. In a fresh process.
-void exit_on_sigbus(int) { _exit(42); }  // (a handler of our own: the sanitizers catch SIGBUS)
+volatile sig_atomic_t g_stage = 0;  // 1: at the access that must get SIGBUS
+void exit_on_sigbus(int) { _exit(g_stage == 1 ? 42 : 43); }  // (our own: the sanitizers catch SIGBUS)
 
 void touch_past_a_truncation(const char *path, size_t bytes) {
   alarm(30);
@@ -212,10 +245,12 @@ void touch_past_a_truncation(const char *path, size_t bytes) {
   std::vector<uint8_t> want(bytes);
   fill_pattern(want.data(), bytes, 9);
   if (truncate(path, static_cast<off_t>(end)) != 0) _exit(4);
+  unlink(path);  // this child's own copy of the file (the fd keeps it)
   const auto *c = static_cast<const volatile uint8_t *>(p);
   // Before the new end (its fault window reaches past it): the file's bytes.
   if (c[end - 1] != want[end - 1] || c[end - 5000] != want[end - 5000]) _exit(5);
   if (c[end] != 0 || c[end + 1000] != 0) _exit(6);  // the rest of the page holding the end: zeros
+  g_stage = 1;
   volatile uint8_t sink = c[end + kPage];  // a page wholly past it: SIGBUS
   (void)sink;
   _exit(0);
@@ -232,7 +267,8 @@ TEST_F(Storage, TruncatedWhileMappedIsSigbusPastTheNewEnd) {
   }
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_EXIT(touch_past_a_truncation(f.path(), bytes), ::testing::ExitedWithCode(42), "")
-      << "42 is SIGBUS; exit 0: no SIGBUS; 5: bytes before the new end wrong; 6: the rest of its page not zero";
+      << "42 is SIGBUS where due; 43: SIGBUS too early; 0: none; 5: bytes before the new end wrong; 6: the "
+         "rest of its page not zero";
 }
 
 TEST_F(Storage, BadInputIsRefusedAndChangesNothing) {

@@ -19,35 +19,36 @@
 namespace umrt::rt {
 
 int open_file_range(const char *path, uint64_t offset, uint64_t *size, std::string *why) {
-  struct stat st{};
-  if (stat(path, &st) != 0) {
+  // Opened first, non-blocking (a FIFO must not block the open), then the open file is the one
+  // checked and used (no window for a swap between a stat() and the open()).
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) {
     int err = errno;
     *why = strerror(err);
     return -err;
   }
-  if (!S_ISREG(st.st_mode)) {
-    *why = S_ISDIR(st.st_mode) ? "a directory, not a regular file" : "not a regular file";
+  auto refuse = [&](std::string w) {
+    close(fd);
+    *why = std::move(w);
     return -EINVAL;
-  }
-  if (offset % kPageSize) {
-    *why = "offset " + std::to_string(offset) + " is not a multiple of 4096";
-    return -EINVAL;
-  }
+  };
+  struct stat st{};
+  if (fstat(fd, &st) != 0) return refuse(strerror(errno));
+  if (!S_ISREG(st.st_mode)) return refuse(S_ISDIR(st.st_mode) ? "a directory, not a regular file" : "not a regular file");
+  if (offset % kPageSize) return refuse("offset " + std::to_string(offset) + " is not a multiple of 4096");
   const uint64_t fsize = static_cast<uint64_t>(st.st_size);
-  if (offset >= fsize) {
-    *why = "offset " + std::to_string(offset) + " is at or past the end of the file (" + std::to_string(fsize) + " bytes)";
-    return -EINVAL;
-  }
+  if (offset >= fsize)
+    return refuse("offset " + std::to_string(offset) + " is at or past the end of the file (" + std::to_string(fsize) +
+                  " bytes)");
   if (*size == 0) *size = fsize - offset;
-  if (*size > fsize - offset) {
-    *why = "the span of " + std::to_string(*size) + " bytes at " + std::to_string(offset) +
-           " goes past the end of the file (" + std::to_string(fsize) + " bytes)";
-    return -EINVAL;
-  }
-  bool direct = false;
-  int fd = open_for_io(path, false, &direct);
-  if (fd < 0) *why = strerror(-fd);
-  else log(Level::info, "umrt_map_file %s: %s I/O", path, direct ? "O_DIRECT" : "buffered");
+  if (*size > fsize - offset)
+    return refuse("the span of " + std::to_string(*size) + " bytes at " + std::to_string(offset) +
+                  " goes past the end of the file (" + std::to_string(fsize) + " bytes)");
+  // Blocking again (io_uring would answer EAGAIN for a non-blocking file instead of waiting).
+  const int fl = fcntl(fd, F_GETFL);
+  if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+  const bool direct = direct_if_taken(fd);
+  log(Level::info, "umrt_map_file %s: %s I/O", path, direct ? "O_DIRECT" : "buffered");
   return fd;
 }
 
@@ -86,6 +87,11 @@ int read_file_pages(const Range &r, size_t page, size_t n, char *buf, uint64_t *
   if (got < want) return -ENODATA;  // the file is shorter than when it was mapped
   *ok = n;
   return 0;
+}
+
+bool page_past_end(const Range &r, size_t page) {
+  struct stat st{};
+  return fstat(r.file_fd, &st) == 0 && r.file_off + uint64_t{page} * kPageSize >= static_cast<uint64_t>(st.st_size);
 }
 
 }  // namespace umrt::rt

@@ -26,4 +26,7 @@ char *file_staging();
 // read.
 int read_file_pages(const Range &r, size_t page, size_t n, char *buf, uint64_t *bytes, size_t *ok);
 
+// Whether page `page` of r lies wholly past the end of its file now (truncated while mapped).
+bool page_past_end(const Range &r, size_t page);
+
 }  // namespace umrt::rt

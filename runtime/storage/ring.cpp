@@ -31,7 +31,13 @@ int Ring::init(unsigned entries) {
   if (ring_) return 0;
   auto *r = new (std::nothrow) io_uring{};
   if (!r) return -ENOMEM;
+  // SUBMIT_ALL (Linux 5.18): an SQE that fails at submission does not stop the ones after it.
+#ifdef IORING_SETUP_SUBMIT_ALL
+  int rc = io_uring_queue_init(entries, r, IORING_SETUP_SUBMIT_ALL);
+  if (rc == -EINVAL) rc = io_uring_queue_init(entries, r, 0);
+#else
   int rc = io_uring_queue_init(entries, r, 0);
+#endif
   if (rc < 0) {
     delete r;
     return rc;
@@ -56,6 +62,10 @@ int Ring::register_buffers(void *const *bases, const size_t *lens, unsigned n) {
 }
 
 void Ring::inject(IoInject kind, uint64_t nth, uint64_t count) {
+  if (kind == IoInject::submit) {
+    fail_submit_ = nth != 0;
+    return;
+  }
   inj_.kind = kind;
   inj_.from = nth ? ops_seen_ + nth : 0;
   inj_.to = !nth ? 0 : count > UINT64_MAX - inj_.from ? UINT64_MAX : inj_.from + count;
@@ -68,6 +78,7 @@ int Ring::take_injected() {
     case IoInject::eio: return -EIO;
     case IoInject::eagain: return -EAGAIN;
     case IoInject::short_io: return 1;  // submitted with a shorter length
+    case IoInject::submit: return 0;
   }
   return 0;
 }
@@ -93,7 +104,12 @@ int Ring::run(IoOp *ops, size_t n) {
     IoOp &op = ops[i];
     if (res > 0) {
       op.done += static_cast<size_t>(res);
-      if (op.done < op.len) again.push_back(i);  // short: the rest
+      if (op.done == op.len) return;
+      // A read that stops off a 512-byte boundary stopped at the end of the file (a regular
+      // file's reads come back short nowhere else); resubmitting there would be an unaligned
+      // O_DIRECT read, which some file systems refuse (EINVAL) instead of answering 0.
+      if (!op.write && (op.off + op.done) % 512) return finish(i, -ENODATA);
+      again.push_back(i);  // short: the rest
       return;
     }
     if (res == 0 && !op.write) return finish(i, -ENODATA);  // end of file
@@ -105,9 +121,31 @@ int Ring::run(IoOp *ops, size_t n) {
     }
     finish(i, res);
   };
-  while (!again.empty() || inflight) {
+  unsigned unsent = 0;  // SQEs in the submission queue the kernel has not taken yet
+  unsigned idle_submits = 0;
+  auto give_up = [&](int rc) {
+    // The ring refused the submission itself: the ops not yet done fail, those in flight are
+    // reaped (their buffers are the caller's), and the ring is dropped with whatever SQEs are
+    // left in it (they would run at the next submit, into buffers the caller has let go).
+    // Ring::mine() makes a fresh one next time.
+    for (size_t i = 0; i < n; ++i)
+      if (!ops[i].status && ops[i].done < ops[i].len) finish(i, rc);
+    while (inflight) {
+      io_uring_cqe *cqe = nullptr;
+      if (io_uring_wait_cqe(ring, &cqe) == 0) {
+        io_uring_cqe_seen(ring, cqe);
+        --inflight;
+      }
+    }
+    io_uring_queue_exit(ring);
+    delete ring_;
+    ring_ = nullptr;
+    nbufs_ = 0;
+    return first_error;
+  };
+  while (!again.empty() || inflight || unsent) {
     unsigned queued = 0;
-    while (inflight + queued < entries_ && !again.empty()) {
+    while (inflight + unsent + queued < entries_ && !again.empty()) {
       const size_t i = again.back();
       again.pop_back();
       IoOp &op = ops[i];
@@ -133,32 +171,24 @@ int Ring::run(IoOp *ops, size_t n) {
       io_uring_sqe_set_data64(sqe, i);
       ++queued;
     }
-    if (queued) {
-      int rc;
-      do rc = io_uring_submit(ring);
-      while (rc == -EINTR || rc == -EAGAIN);
-      ++submits_;
-      if (rc < 0) {
-        // The ring itself refused (no memory for the submission): nothing of these queued ops
-        // reached the kernel; their SQEs stay in the ring and would run at the next submit, so
-        // the ring is given up after the ops already in flight are reaped.
-        for (size_t i = 0; i < n; ++i)
-          if (!ops[i].status && ops[i].done < ops[i].len) finish(i, rc);
-        again.clear();
-        while (inflight) {
-          io_uring_cqe *cqe = nullptr;
-          if (io_uring_wait_cqe(ring, &cqe) == 0) {
-            io_uring_cqe_seen(ring, cqe);
-            --inflight;
-          }
+    if (queued || unsent) {
+      int rc = fail_submit_ ? (fail_submit_ = false, -ENOMEM) : io_uring_submit(ring);
+      if (queued) ++submits_;
+      unsent += queued;
+      if (rc > 0) {  // the kernel may take part of the queue: the rest goes at the next round
+        inflight += static_cast<unsigned>(rc);
+        unsent -= static_cast<unsigned>(rc);
+        idle_submits = 0;
+      } else if (rc == 0 || rc == -EINTR || rc == -EAGAIN || rc == -EBUSY) {
+        // Nothing taken (short of request memory, or completions to reap first): reap what is in
+        // flight and try again; with nothing in flight, a bounded number of times.
+        if (!inflight) {
+          if (++idle_submits > kMaxRetries) return give_up(rc ? rc : -EIO);
+          std::this_thread::yield();
         }
-        io_uring_queue_exit(ring);
-        delete ring_;
-        ring_ = nullptr;
-        nbufs_ = 0;
-        return first_error;
+      } else {
+        return give_up(rc);
       }
-      inflight += queued;
     }
     if (!inflight) continue;
     io_uring_cqe *cqe = nullptr;
@@ -179,44 +209,43 @@ int Ring::run(IoOp *ops, size_t n) {
 
 Ring *Ring::mine(int *err) {
   thread_local std::unique_ptr<Ring> ring;
-  thread_local int failed = 0;
-  if (ring) return ring.get();
-  if (failed) {
-    *err = failed;
+  thread_local int refused = 0;  // io_uring is not to be had here at all: not asked again
+  if (ring && ring->ok()) return ring.get();
+  if (refused) {
+    *err = refused;
     return nullptr;
   }
-  auto r = std::make_unique<Ring>();
-  if (int rc = r->init()) {
-    failed = rc;
+  if (!ring) ring = std::make_unique<Ring>();
+  // (A ring run() dropped after a refused submission is made afresh here.)
+  if (int rc = ring->init()) {
+    if (rc == -ENOSYS || rc == -EPERM || rc == -EINVAL) refused = rc;  // others may pass (EMFILE, ENOMEM)
     *err = rc;
     return nullptr;
   }
-  ring = std::move(r);
   return ring.get();
 }
 
-int open_for_io(const char *path, bool writable, bool *direct, bool try_direct) {
-  const int mode = (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC;
-  *direct = false;
-  int fd = try_direct ? open(path, mode | O_DIRECT) : -1;
-  if (fd >= 0) {
-    struct stat st{};
-    bool works = fstat(fd, &st) == 0 && st.st_size == 0;
-    if (!works) {
-      void *probe = nullptr;
-      if (posix_memalign(&probe, 4096, 4096) == 0) {
-        works = pread(fd, probe, 4096, 0) >= 0;
-        free(probe);
-      }
+bool direct_if_taken(int fd) {
+  const int fl = fcntl(fd, F_GETFL);
+  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_DIRECT) != 0) return false;
+  struct stat st{};
+  bool works = fstat(fd, &st) == 0 && st.st_size == 0;
+  if (!works) {
+    void *probe = nullptr;
+    if (posix_memalign(&probe, 4096, 4096) == 0) {
+      works = pread(fd, probe, 4096, 0) >= 0;
+      free(probe);
     }
-    if (works) {
-      *direct = true;
-      return fd;
-    }
-    close(fd);
   }
-  fd = open(path, mode);
-  return fd >= 0 ? fd : -errno;
+  if (!works) fcntl(fd, F_SETFL, fl);
+  return works;
+}
+
+int open_for_io(const char *path, bool writable, bool *direct, bool try_direct) {
+  int fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  *direct = try_direct && direct_if_taken(fd);
+  return fd;
 }
 
 }  // namespace umrt::rt

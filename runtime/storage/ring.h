@@ -27,7 +27,9 @@ struct IoOp {
 
 // Test hooks (InjectKind-like): the nth next op (counting from 1, per ring) completes as if the
 // kernel had answered so; `count` ops from there (UINT64_MAX: all).
-enum class IoInject : uint8_t { eio, short_io, eagain };
+// submit: the next io_uring_submit fails as the ring refusing it (-ENOMEM): run() drops the
+// ring, Ring::mine() makes a fresh one.
+enum class IoInject : uint8_t { eio, short_io, eagain, submit };
 
 class Ring {
  public:
@@ -61,6 +63,7 @@ class Ring {
   io_uring *ring_ = nullptr;  // owned (heap), torn down with the ring
   unsigned entries_ = 0;
   unsigned nbufs_ = 0;
+  bool fail_submit_ = false;
   uint64_t submits_ = 0;
   uint64_t ops_seen_ = 0;
   struct {
@@ -73,5 +76,8 @@ class Ring {
 // of the first block succeeds, or the file is empty) and try_direct, else buffered. *direct says
 // which. Returns the fd or -errno. (tmpfs takes O_DIRECT since Linux 6.6.)
 int open_for_io(const char *path, bool writable, bool *direct, bool try_direct = true);
+// Turn O_DIRECT on for an open fd when the file system takes it (the same probe); false: left
+// as it was (buffered).
+bool direct_if_taken(int fd);
 
 }  // namespace umrt::rt
