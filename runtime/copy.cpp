@@ -43,6 +43,17 @@ size_t slot_of(const char *host0, const void *host) {
   return static_cast<size_t>(static_cast<const char *>(host) - host0) >> kPageShift;
 }
 
+// Pages [i, j) of a file range's batch read from the file into stage + i pages (stage: the
+// thread's staging buffer, nullptr when none could be had). Returns 0 or -errno; *ok: the first
+// pages good all the same (file_store.h).
+int read_file_run(Batch &b, char *stage, size_t i, size_t j, size_t *ok) {
+  uint64_t got = 0;
+  *ok = 0;
+  const int rc = stage ? read_file_pages(*b.r, b.first + i, j - i, stage + i * kPageSize, &got, ok) : -ENOMEM;
+  b.rt->stats.add(b.rt->stats.bytes_from_storage, got);
+  return rc;
+}
+
 void drop(Batch &b, size_t i, size_t j) {
   for (size_t k = i; k < j; ++k) {
     b.src[k] &= ~entry::MIGRATE;
@@ -162,10 +173,8 @@ void copy_to_device(Batch &b) {
       ++j;
     }
     if (none && b.r->file()) {
-      uint64_t got = 0;
       size_t ok = 0;
-      const int rc = stage ? read_file_pages(*b.r, b.first + i, j - i, stage + i * kPageSize, &got, &ok) : -ENOMEM;
-      rt.stats.add(rt.stats.bytes_from_storage, got);
+      const int rc = read_file_run(b, stage, i, j, &ok);
       if (ok) ops[nops++] = {CopyOp::H2D, stage + i * kPageSize, b.r->dev_addr(b.first + i), ok * kPageSize, 0, 0};
       if (rc) {
         drop(b, i + ok, j);
@@ -229,10 +238,8 @@ void copy_to_host(Batch &b) {
       const char *from = nullptr;
       if (b.r->file()) {
         char *stage = file_staging();
-        uint64_t got = 0;
         size_t ok = 0;
-        const int rc = stage ? read_file_pages(*b.r, b.first + i, j - i, stage + i * kPageSize, &got, &ok) : -ENOMEM;
-        rt.stats.add(rt.stats.bytes_from_storage, got);
+        const int rc = read_file_run(b, stage, i, j, &ok);
         if (rc) b.fail(rc);  // the pages read before the failure are mapped, the rest restored
         if (!ok) {
           i = j;

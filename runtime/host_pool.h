@@ -66,7 +66,6 @@ class HostPool {
 
   uint64_t pages() const { return pages_.load(std::memory_order_relaxed); }
   uint64_t reused() const { return reused_.load(std::memory_order_relaxed); }
-  uint64_t capacity_bytes() const { return slots_.size() * kBlockSize; }
 
  private:
   // Free [p, p + len) of the pool: MADV_DONTNEED, and munlock first when the application locked
