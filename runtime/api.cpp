@@ -21,6 +21,7 @@
 #include "runtime.h"
 #include "storage/file_store.h"
 #include "storage/ring.h"
+#include "storage/writeback.h"
 
 using namespace umrt::rt;
 
@@ -98,6 +99,13 @@ class Call {
 // string) are appended when it has any.
 umrt_status from_errno(int rc, const char *what, Backend *be = nullptr) {
   if (rc == 0) return UMRT_SUCCESS;
+  if (is_io_error(rc)) {
+    const int e = io_errno(rc);
+    if (e == -ENODATA)
+      return set_error(UMRT_ERROR_IO, "%s: the file is shorter than the range now (truncated while mapped)", what);
+    return set_error(UMRT_ERROR_IO, "%s: file I/O failed: %s; nothing was lost (pages not read stay in the file, "
+                     "pages not written stay dirty)", what, strerror(-e));
+  }
   std::string detail = be ? be->take_error_text() : std::string();
   if (!detail.empty()) detail = std::string(" [") + be->name() + ": " + detail + "]";
   const char *d = detail.c_str();
@@ -171,6 +179,17 @@ umrt_status umrt_shutdown(void) {
   if (g_in_child.load()) return Call().status();
   std::unique_lock u(g_life);
   if (!g_rt) return UMRT_SUCCESS;
+  // Writable file ranges' written pages go to their files first: once the ranges are plain
+  // memory, nothing tracks their writes any more.
+  for (const RangePtr &r : g_rt->ranges.snapshot()) {
+    if (!r->writable()) continue;
+    if (int rc = flush_span(*g_rt, *r, 0, r->npages, true)) {
+      umrt_status st = from_errno(rc, "umrt_shutdown: writing back a file range", g_rt->backend.get());
+      const std::string why = last_error();
+      return set_error(st, "%s (allocation %p); umrt is still running: call umrt_shutdown() again", why.c_str(),
+                       reinterpret_cast<void *>(r->start()));
+    }
+  }
   const Range *failed = nullptr;
   Backend *be = g_rt->backend.get();
   (void)be->take_error_text();
@@ -194,14 +213,23 @@ umrt_status umrt_shutdown(void) {
 namespace {
 // A managed range of `size` bytes (a file range when file_fd >= 0: the range owns the fd, also
 // when this fails). fn names the caller in messages.
-umrt_status new_range(Runtime &rt, size_t size, const char *fn, int file_fd, uint64_t file_off, void **ptr) {
+struct FileArgs {
+  int fd = -1, tail_fd = -1;  // owned by new_range (closed when it fails)
+  uint64_t off = 0;
+  bool writable = false;
+};
+
+umrt_status new_range(Runtime &rt, size_t size, const char *fn, const FileArgs &fa, void **ptr) {
   auto r = std::shared_ptr<Range>(new (std::nothrow) Range());
   if (!r) {
-    if (file_fd >= 0) close(file_fd);
+    if (fa.fd >= 0) close(fa.fd);
+    if (fa.tail_fd >= 0) close(fa.tail_fd);
     return set_error(UMRT_ERROR_OUT_OF_MEMORY, "%s: out of host memory", fn);
   }
-  r->file_fd = file_fd;  // owned by the range from here (closed with it)
-  r->file_off = file_off;
+  r->file_fd = fa.fd;  // owned by the range from here (closed with it)
+  r->file_fd_tail = fa.tail_fd;
+  r->file_off = fa.off;
+  r->file_writable = fa.writable;
   r->size = size;
   r->npages = pages_of(size);
   r->map_bytes = r->npages * kPageSize;
@@ -258,7 +286,7 @@ umrt_status umrt_malloc(void **ptr, size_t size) {
     return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_malloc: size %zu exceeds the limit of %zu bytes", size, kMaxAlloc);
   Call call;
   if (!call.ok()) return call.status();
-  return new_range(call.rt(), size, "umrt_malloc", -1, 0, ptr);
+  return new_range(call.rt(), size, "umrt_malloc", FileArgs{}, ptr);
 }
 
 umrt_status umrt_map_file(const char *path, uint64_t offset, size_t size, unsigned flags, void **ptr) {
@@ -266,8 +294,6 @@ umrt_status umrt_map_file(const char *path, uint64_t offset, size_t size, unsign
   if (!path || !*path) return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_map_file: path is NULL or empty");
   if (!(flags & UMRT_MAP_READ) || (flags & ~unsigned{UMRT_MAP_READ | UMRT_MAP_WRITE}))
     return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_map_file: flags %#x: UMRT_MAP_READ, optionally with UMRT_MAP_WRITE", flags);
-  if (flags & UMRT_MAP_WRITE)
-    return set_error(UMRT_ERROR_NOT_SUPPORTED, "umrt_map_file: UMRT_MAP_WRITE (write-back to the file) is not supported yet");
   if (size > kMaxAlloc)
     return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_map_file: size %zu exceeds the limit of %zu bytes", size, kMaxAlloc);
   Call call;
@@ -277,16 +303,20 @@ umrt_status umrt_map_file(const char *path, uint64_t offset, size_t size, unsign
     return set_error(UMRT_ERROR_NOT_SUPPORTED, "umrt_map_file: io_uring is not available here: %s", strerror(-err));
   uint64_t bytes = size;
   std::string why;
-  int fd = open_file_range(path, offset, &bytes, &why);
-  if (fd < 0)
-    return set_error(fd == -ENOMEM ? UMRT_ERROR_OUT_OF_MEMORY : UMRT_ERROR_INVALID_VALUE, "umrt_map_file: %s: %s", path,
-                     why.c_str());
+  FileArgs fa;
+  fa.writable = flags & UMRT_MAP_WRITE;
+  fa.off = offset;
+  fa.fd = open_file_range(path, offset, &bytes, fa.writable, &fa.tail_fd, &why);
+  if (fa.fd < 0)
+    return set_error(fa.fd == -ENOMEM ? UMRT_ERROR_OUT_OF_MEMORY : UMRT_ERROR_INVALID_VALUE, "umrt_map_file: %s: %s",
+                     path, why.c_str());
   if (bytes > kMaxAlloc) {
-    close(fd);
+    close(fa.fd);
+    if (fa.tail_fd >= 0) close(fa.tail_fd);
     return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_map_file: %s: %llu bytes exceed the limit of %zu", path,
                      static_cast<unsigned long long>(bytes), kMaxAlloc);
   }
-  return new_range(call.rt(), static_cast<size_t>(bytes), "umrt_map_file", fd, offset, ptr);
+  return new_range(call.rt(), static_cast<size_t>(bytes), "umrt_map_file", fa, ptr);
 }
 
 umrt_status umrt_free(void *ptr) {
@@ -298,6 +328,19 @@ umrt_status umrt_free(void *ptr) {
   // an address that is no longer its own.
   rt.faults.settle_events();
   uintptr_t a = reinterpret_cast<uintptr_t>(ptr);
+  // A writable file range's written pages go to the file first; if they cannot, the range is
+  // not freed (its data would be lost): the caller is told and may free it again later.
+  {
+    size_t off = 1;
+    RangeRef w = rt.ranges.acquire(a, &off);
+    if (w && off == 0 && w->writable()) {
+      if (int rc = flush_span(rt, *w.get(), 0, w->npages, true)) {
+        umrt_status st = from_errno(rc, "umrt_free: writing back the file range", rt.backend.get());
+        const std::string why = last_error();
+        return set_error(st, "%s; the allocation %p is still allocated (free it again to retry)", why.c_str(), ptr);
+      }
+    }
+  }
   RangePtr r = rt.ranges.remove_exact(a);
   if (!r) {
     {
@@ -345,6 +388,23 @@ umrt_status umrt_prefetch(const void *ptr, size_t size, umrt_location dst, void 
   int rc = migrate_span(call.rt(), *ref.get(), first, last + 1 - first,
                         where == UMRT_LOCATION_DEVICE ? Dir::to_device : Dir::to_host, Why::prefetch);
   return from_errno(rc, "umrt_prefetch", be);
+}
+
+umrt_status umrt_flush(const void *ptr, size_t size) {
+  if (size == 0) return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_flush: size is 0");
+  Call call;
+  if (!call.ok()) return call.status();
+  RangeRef ref;
+  size_t off = 0;
+  if (umrt_status st = span_of(call.rt(), ptr, size, "umrt_flush", &ref, &off); st != UMRT_SUCCESS) return st;
+  if (!ref->file())
+    return set_error(UMRT_ERROR_INVALID_VALUE,
+                     "umrt_flush: %p is in an anonymous allocation (umrt_malloc), not a file range: nothing to "
+                     "write it to", ptr);
+  const size_t first = off >> kPageShift, last = (off + size - 1) >> kPageShift;
+  Backend *be = call.rt().backend.get();
+  (void)be->take_error_text();
+  return from_errno(flush_span(call.rt(), *ref.get(), first, last + 1 - first, true), "umrt_flush", be);
 }
 
 umrt_status umrt_device_pointer(const void *ptr, void **dptr) {
@@ -405,6 +465,7 @@ umrt_status umrt_get_stats(umrt_stats *out) {
   o.host_pool_pages = rt.host_pool.pages();
   o.host_pages_reused = rt.host_pool.reused();
   o.bytes_from_storage = ld(s.bytes_from_storage);
+  o.bytes_to_storage = ld(s.bytes_to_storage);
   *out = o;
   return UMRT_SUCCESS;
 }
@@ -418,6 +479,7 @@ const char *umrt_status_string(umrt_status status) {
     case UMRT_ERROR_NOT_SUPPORTED: return "UMRT_ERROR_NOT_SUPPORTED";
     case UMRT_ERROR_NO_DEVICE: return "UMRT_ERROR_NO_DEVICE";
     case UMRT_ERROR_BACKEND: return "UMRT_ERROR_BACKEND";
+    case UMRT_ERROR_IO: return "UMRT_ERROR_IO";
   }
   return "UMRT_ERROR_UNKNOWN";
 }
@@ -432,12 +494,17 @@ const char *umrt_backend_name(void) {
 
 umrt_status umrt_inject_failure(umrt_inject_kind kind, uint64_t nth, uint64_t count) {
   const int k = enum_int(kind);
-  if (k != UMRT_INJECT_ALLOC && k != UMRT_INJECT_COPY && k != UMRT_INJECT_CHUNK)
+  if (k < UMRT_INJECT_ALLOC || k > UMRT_INJECT_SYNC)
     return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_inject_failure: kind %d is not an injection kind", k);
   if (nth == 0 || count == 0)
     return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_inject_failure: nth and count must be >= 1");
   Call call;
   if (!call.ok()) return call.status();
+  if (k >= UMRT_INJECT_READ) {  // storage I/O: every ring, whichever backend
+    storage_inject(k == UMRT_INJECT_READ ? IoKind::read : k == UMRT_INJECT_WRITE ? IoKind::write : IoKind::sync, nth,
+                   count);
+    return UMRT_SUCCESS;
+  }
   const InjectKind ik = k == UMRT_INJECT_ALLOC ? InjectKind::alloc : k == UMRT_INJECT_COPY ? InjectKind::copy : InjectKind::chunk;
   int rc = call.rt().backend->inject(ik, nth, count);
   if (rc == -EOPNOTSUPP)

@@ -57,6 +57,14 @@ inline int enum_int(const E &e) {
   return v;
 }
 
+// Storage I/O failures (a file's or the swap file's read, write or fdatasync) travel tagged, so
+// that the API reports them as UMRT_ERROR_IO and not as a device failure: io_error(-EIO) is
+// -EIO - kIoTag; io_errno() gives the errno back. Untagged codes pass through both unchanged.
+constexpr int kIoTag = 1 << 12;
+inline constexpr int io_error(int rc) { return rc < 0 && rc > -kIoTag ? rc - kIoTag : rc; }
+inline constexpr bool is_io_error(int rc) { return rc <= -kIoTag; }
+inline constexpr int io_errno(int rc) { return is_io_error(rc) ? rc + kIoTag : rc; }
+
 // Logging: level from the configuration (UMRT_LOG). Never throws.
 enum class Level { error = 1, warn = 2, info = 3, debug = 4 };
 void set_log_level(Level l);

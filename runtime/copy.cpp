@@ -11,7 +11,8 @@
 //   is finalized);
 //   NONE runs (fault path) are mapped with UFFDIO_ZEROPAGE (read faults) or UFFDIO_COPY of
 //   zeros (write faults: writable at once, no COW fault per page after); a file range's NONE
-//   runs (fault path and prefetch) are read from the file and UFFDIO_COPYed; GONE pages dropped.
+//   runs (fault path and prefetch) are read from the file and UFFDIO_COPYed (write-protected
+//   when the range is writable: clean until written); GONE pages dropped.
 // A failed allocation or copy clears MIGRATE for those pages only; they will be restored.
 #include <sys/mman.h>
 
@@ -44,12 +45,12 @@ size_t slot_of(const char *host0, const void *host) {
 }
 
 // Pages [i, j) of a file range's batch read from the file into stage + i pages (stage: the
-// thread's staging buffer, nullptr when none could be had). Returns 0 or -errno; *ok: the first
-// pages good all the same (file_store.h).
+// thread's staging buffer, nullptr when none could be had). Returns 0 or -errno (tagged io_error
+// when the read failed); *ok: the first pages good all the same (file_store.h).
 int read_file_run(Batch &b, char *stage, size_t i, size_t j, size_t *ok) {
   uint64_t got = 0;
   *ok = 0;
-  const int rc = stage ? read_file_pages(*b.r, b.first + i, j - i, stage + i * kPageSize, &got, ok) : -ENOMEM;
+  const int rc = stage ? io_error(read_file_pages(*b.r, b.first + i, j - i, stage + i * kPageSize, &got, ok)) : -ENOMEM;
   b.rt->stats.add(b.rt->stats.bytes_from_storage, got);
   return rc;
 }
@@ -265,7 +266,9 @@ void copy_to_host(Batch &b) {
         continue;
       }
       size_t done = 0;
-      int rc = from ? rt.uffd.copy(host0 + i * kPageSize, from, (j - i) * kPageSize, true, &done)
+      // A writable file range's pages come in clean, so write-protected: the first write
+      // faults and marks the page DIRTY (fault.cpp serve_wp).
+      int rc = from ? rt.uffd.copy(host0 + i * kPageSize, from, (j - i) * kPageSize, true, &done, b.r->writable())
                : b.why == Why::fault_write
                    ? rt.uffd.copy(host0 + i * kPageSize, zero_block(), (j - i) * kPageSize, true, &done)
                    : rt.uffd.zeropage(host0 + i * kPageSize, (j - i) * kPageSize, true, &done);

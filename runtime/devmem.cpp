@@ -1,6 +1,9 @@
 // devmem.cpp — chunk allocation, LRU eviction (oversubscription) and small-range packing.
 #include "devmem.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
@@ -347,6 +350,22 @@ bool DevMem::validate(const std::vector<RangePtr> &ranges, std::string *why) {
     if ((best > 0) != (room_.count({best, p.get()}) > 0)) return fail("pack with %u free slots in a row %s the room index", best, best ? "missing from" : "listed in");
   }
   if (room_.size() > packs_.size()) return fail("room index lists %zu packs, there are %zu", room_.size(), packs_.size());
+  // Is the page at a mapped without a userfaultfd write-protection (/proc/self/pagemap: bit 63
+  // present, bit 57 uffd-wp)? Unknown (no pagemap) counts as no.
+  int pagemap = -1;
+  auto mapped_writable = [&](const void *a) {
+    if (pagemap < 0) pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    uint64_t v = 0;
+    const off_t at = static_cast<off_t>(reinterpret_cast<uintptr_t>(a) / kPageSize * sizeof v);
+    if (pagemap < 0 || pread(pagemap, &v, sizeof v, at) != sizeof v) return false;
+    return (v >> 63 & 1) && !(v >> 57 & 1);
+  };
+  struct CloseFd {
+    int &fd;
+    ~CloseFd() {
+      if (fd >= 0) close(fd);
+    }
+  } close_pagemap{pagemap};
   for (const RangePtr &r : ranges) {
     bool ok = true;
     r->each_block([&](DBlock &b) { ok = ok && (b.is_pack || check_block(&b)); });
@@ -358,6 +377,14 @@ bool DevMem::validate(const std::vector<RangePtr> &ranges, std::string *why) {
         const char *w = nullptr;
         if (!entry_valid(e, &w)) ok = fail("range %p page %zu: %s", (void *)r->start(), i, w);
         else if (entry::locked(e)) ok = fail("range %p page %zu locked while quiescent", (void *)r->start(), i);
+        else if ((e & entry::DIRTY) && !r->writable())
+          ok = fail("range %p page %zu DIRTY outside a writable file range", (void *)r->start(), i);
+        else if (r->writable() && entry::loc(e) == Loc::DEVICE && !(e & entry::DIRTY))
+          ok = fail("range %p page %zu: a writable file range's page on the device is not DIRTY", (void *)r->start(), i);
+        else if (r->writable() && entry::loc(e) == Loc::HOST && !(e & (entry::DIRTY | entry::GONE)) &&
+                 mapped_writable(r->addr(i)))
+          ok = fail("range %p page %zu: a clean host page of a writable file range is not write-protected (a "
+                    "write to it would not be written back)", (void *)r->start(), i);
         if (!ok || entry::loc(e) != Loc::DEVICE) continue;
         const DBlock *b = r->dblock(i);
         if (!b || b->chunk == kNoChunk)

@@ -12,10 +12,12 @@ bool entry_valid(uint64_t e, const char **why) {
   uint64_t l = e & LOC_MASK;
   if (l > static_cast<uint64_t>(Loc::DEVICE)) w = "location out of range";
   else if ((e & (MIGRATE | WRITE)) != 0) w = "MIGRATE/WRITE in a state-array entry";
-  else if ((e & FLAGS_MASK & ~(LOC_MASK | LOCKED | CANCEL | GONE)) != 0) w = "reserved bits set";
+  else if ((e & FLAGS_MASK & ~(LOC_MASK | LOCKED | CANCEL | GONE | DIRTY | FLUSH)) != 0) w = "reserved bits set";
   else if (loc(e) != Loc::DEVICE && frame(e) != 0) w = "frame set on a page not on the device";
   else if ((e & CANCEL) && !(e & LOCKED)) w = "CANCEL without LOCKED";
   else if ((e & CANCEL) && loc(e) != Loc::HOST) w = "CANCEL on a page not on the host";
+  else if ((e & FLUSH) && !(e & LOCKED)) w = "FLUSH without LOCKED";
+  else if ((e & DIRTY) && loc(e) != Loc::HOST && loc(e) != Loc::DEVICE) w = "DIRTY on a page with no data of its own";
   if (why) *why = w;
   return w == nullptr;
 }
@@ -27,17 +29,22 @@ bool transition_allowed(uint64_t from, uint64_t to, const char **why) {
   } else if ((from & GONE) != (to & GONE)) {
     w = "GONE changes only through entry_mark_gone";
   } else if (!locked(from)) {
-    if (to != (from | LOCKED)) w = "an unlocked entry may only be locked";
+    if (to != (from | LOCKED) && to != (from | LOCKED | FLUSH)) w = "an unlocked entry may only be locked";
   } else if (!locked(to)) {
-    // unlock (same location) or publish (new location)
-    if (loc(to) == loc(from) && (to & ~(CANCEL)) != (from & ~(LOCKED | CANCEL)))
+    // unlock (same location; written back: DIRTY dropped) or publish (new location)
+    if (loc(to) == loc(from) && (to & ~(CANCEL | DIRTY)) != (from & ~(LOCKED | CANCEL | FLUSH | DIRTY)))
       w = "unlock must keep location and frame";
+    else if (loc(to) == loc(from) && (to & DIRTY) && !(from & DIRTY))
+      w = "unlock may not set DIRTY";
   } else if (loc(to) != loc(from)) {
     // publish keeping the lock (host->device: the host copy is released before unlocking)
-    if (to & CANCEL) w = "publish may not set CANCEL";
+    if (to & (CANCEL | FLUSH)) w = "publish may not set CANCEL or FLUSH";
+  } else if (to == (from | DIRTY)) {
+    // locked -> locked, same location: the page was written (checked valid above)
   } else {
-    // locked -> locked, same location: only setting CANCEL on a HOST page
-    if (to != (from | CANCEL) || loc(from) != Loc::HOST) w = "locked entries may only gain CANCEL";
+    // ... or setting CANCEL on a HOST page (with DIRTY: a writable file range's page)
+    if ((to != (from | CANCEL) && to != (from | CANCEL | DIRTY)) || loc(from) != Loc::HOST)
+      w = "locked entries may only gain CANCEL or DIRTY";
   }
   if (why) *why = w;
   return w == nullptr;
@@ -55,7 +62,7 @@ bool entry_transition(Entry &e, uint64_t &expected, uint64_t desired) {
 void entry_unlock(Entry &e) {
   uint64_t cur = e.load(std::memory_order_acquire);
   UMRT_CHECK(locked(cur), "unlock of an entry that is not locked");
-  while (!entry_transition(e, cur, cur & ~(LOCKED | CANCEL))) {
+  while (!entry_transition(e, cur, cur & ~(LOCKED | CANCEL | FLUSH))) {
   }
 }
 

@@ -9,13 +9,23 @@
 //   [5]     CANCEL        set by a CPU write fault on a page a host->device batch holds:
 //                         finalize restores the page instead of publishing it
 //   [6]     GONE          the user unmapped this page's host address (munmap of the range)
-//   [11:7]  reserved (zero)
+//   [7]     DIRTY         writable file ranges only (UMRT_MAP_WRITE): the page's data may differ
+//                         from its file's (written by the CPU, or on the device: a page of such a
+//                         range that went to the device counts as written); HOST or DEVICE only.
+//                         A HOST page without DIRTY is write-protected (its first write faults
+//                         and sets DIRTY); a DEVICE page is always DIRTY (a kernel may write
+//                         it unseen); write-back (storage/writeback.cpp) clears it on HOST pages
+//   [8]     FLUSH         with LOCKED only: the lock is a write-back's; CPU writers wait for it
+//                         (never cancel it)
+//   [11:9]  reserved (zero)
 //   [63:12] frame         device frame number (chunk * 512 + page in chunk) when DEVICE
 //
 // Invariants of a state-array entry (checked by entry_valid() and the validator):
 //   - location is NONE, HOST or DEVICE; frame != 0 only when DEVICE;
 //   - MIGRATE and WRITE never appear in the state array (they belong to batch arrays);
-//   - CANCEL only while LOCKED, and only on a HOST page;
+//   - CANCEL only while LOCKED, and only on a HOST page; FLUSH only while LOCKED;
+//   - DIRTY only on HOST or DEVICE pages (and, checked by the validator, only in writable file
+//     ranges);
 //   - the location/frame of an entry change only in one transition: a locked entry is
 //     published (given its new location) by the batch that locked it.
 #pragma once
@@ -34,6 +44,8 @@ constexpr uint64_t MIGRATE = uint64_t{1} << 3;
 constexpr uint64_t WRITE = uint64_t{1} << 4;
 constexpr uint64_t CANCEL = uint64_t{1} << 5;
 constexpr uint64_t GONE = uint64_t{1} << 6;
+constexpr uint64_t DIRTY = uint64_t{1} << 7;
+constexpr uint64_t FLUSH = uint64_t{1} << 8;
 constexpr unsigned FRAME_SHIFT = 12;
 constexpr uint64_t FLAGS_MASK = (uint64_t{1} << FRAME_SHIFT) - 1;
 constexpr uint64_t MAX_FRAME = (uint64_t{1} << (64 - FRAME_SHIFT)) - 1;
@@ -44,9 +56,10 @@ constexpr bool locked(uint64_t e) { return e & LOCKED; }
 constexpr uint64_t make(Loc l, uint64_t frame = 0) {
   return static_cast<uint64_t>(l) | (frame << FRAME_SHIFT);
 }
-// The same page with its location and frame replaced; GONE is kept.
+// The same page with its location and frame replaced; GONE is kept, DIRTY too unless the page
+// becomes NONE (no data of its own: a file's page in its file, or never touched).
 constexpr uint64_t with_loc(uint64_t e, Loc l, uint64_t frame = 0) {
-  return make(l, frame) | (e & GONE);
+  return make(l, frame) | (e & GONE) | (l == Loc::NONE ? 0 : e & DIRTY);
 }
 }  // namespace entry
 
@@ -57,10 +70,12 @@ bool entry_valid(uint64_t e, const char **why);
 
 // Is "from -> to" one of the allowed transitions of a state-array entry?
 //   lock      unlocked X        -> X | LOCKED
-//   unlock    X | LOCKED        -> X (CANCEL dropped)
+//   lock      unlocked X        -> X | LOCKED (| FLUSH: a write-back's lock)
+//   unlock    X | LOCKED        -> X (CANCEL and FLUSH dropped; DIRTY may be dropped: written back)
 //   publish   X | LOCKED        -> Y, Y a different location, unlocked or still LOCKED
-//                                  (GONE kept; CANCEL dropped)
-//   cancel    HOST | LOCKED     -> HOST | LOCKED | CANCEL
+//                                  (GONE kept; CANCEL dropped; DIRTY may be set or dropped)
+//   cancel    HOST | LOCKED     -> HOST | LOCKED | CANCEL (| DIRTY)
+//   dirty     X | LOCKED        -> X | LOCKED | DIRTY (X HOST or DEVICE)
 bool transition_allowed(uint64_t from, uint64_t to, const char **why);
 
 // The one function that changes an entry: a checked compare-and-swap. On failure `expected`

@@ -75,6 +75,14 @@ void serve_host_page(Runtime &rt, Range &r, size_t page) {
   unsigned char resident = 0;
   if (mincore(r.addr(page), kPageSize, &resident) == 0 && (resident & 1)) return;
   uint64_t cur = e.load(std::memory_order_acquire);
+  // A write-back holds it (storage/writeback.cpp) and reads it, perhaps on this very thread:
+  // the discarded page reads as zero, as it would without umrt; nothing to cancel.
+  if (entry::locked(cur) && (cur & entry::FLUSH) && entry::loc(cur) == Loc::HOST) {
+    size_t done = 0;
+    rt.uffd.zeropage(r.addr(page), kPageSize, true, &done);
+    rt.uffd.wake(r.addr(page), kPageSize);
+    return;
+  }
   while (entry::locked(cur) && entry::loc(cur) == Loc::HOST && !(cur & entry::GONE)) {
     if ((cur & entry::CANCEL) || entry_transition(e, cur, cur | entry::CANCEL)) {
       size_t done = 0;
@@ -114,11 +122,11 @@ struct FailCounts {
 void give_up(Runtime &rt, Range &r, size_t page, int rc) {
   std::string why = rt.backend->take_error_text();
   int prc = rt.uffd.poison(r.addr(page), kPageSize);
-  log(Level::error,
-      "page %p: its device copy could not be brought back after %u attempts (%s%s%s); the "
-      "faulting thread gets SIGBUS%s",
-      r.addr(page), kGiveUpAfter, strerror(-rc), why.empty() ? "" : ": ", why.c_str(),
-      prc ? " (poisoning failed: it will keep faulting)" : "");
+  const char *what = io_errno(rc) == -ENODATA ? "lies past the end of its file now (truncated while mapped)"
+                     : is_io_error(rc)         ? "could not be read from its file"
+                                               : "its device copy could not be brought back";
+  log(Level::error, "page %p: %s (%s%s%s); the faulting thread gets SIGBUS%s", r.addr(page), what,
+      strerror(-io_errno(rc)), why.empty() ? "" : ": ", why.c_str(), prc ? " (poisoning failed: it will keep faulting)" : "");
 }
 
 void serve_group(Runtime &rt, Group &g, FailCounts &fails) {
@@ -163,7 +171,7 @@ void serve_group(Runtime &rt, Group &g, FailCounts &fails) {
     const bool failed = rc && rc != -EAGAIN && (entry::loc(e) == Loc::DEVICE || in_file) && !entry::locked(e);
     const auto a = reinterpret_cast<uintptr_t>(r.addr(p));
     if (failed) {
-      if ((in_file && rc == -ENODATA && page_past_end(r, p)) || fails.failed(a)) {
+      if ((in_file && io_errno(rc) == -ENODATA && page_past_end(r, p)) || fails.failed(a)) {
         give_up(rt, r, p, rc);
         continue;
       }
@@ -182,14 +190,21 @@ void serve_group(Runtime &rt, Group &g, FailCounts &fails) {
 //     and the prefetch moves it again) or leave the writer waiting for finalize (policy wait);
 //   - locked and published to the device, or already cancelled: the batch lifts or zaps it and
 //     wakes the writer;
+//   - locked by a write-back (FLUSH): the writer waits; the write-back wakes it;
 //   - not locked: no batch protects it any more, so the protection is stale (a batch whose
-//     un-protect missed the page, e.g. the range moved under it): lift it under the page lock.
+//     un-protect missed the page, e.g. the range moved under it), or the page is a writable
+//     file range's clean page (its first write: it becomes DIRTY first): lift it under the
+//     page lock.
 void serve_wp(Runtime &rt, Range &r, size_t page) {
   Entry &e = r.entries[page];
   uint64_t cur = e.load(std::memory_order_acquire);
   if (!entry::locked(cur)) {
     uint64_t old = 0;
     if (entry_try_lock(e, &old)) {
+      if (entry::loc(old) == Loc::HOST && r.writable() && !(old & entry::DIRTY)) {
+        uint64_t locked = old | entry::LOCKED;
+        entry_transition(e, locked, locked | entry::DIRTY);  // (only GONE can change meanwhile)
+      }
       if (entry::loc(old) == Loc::HOST) rt.uffd.write_protect(r.addr(page), kPageSize, false);
       // A DEVICE page that is mapped: a stale host copy (a zap that missed it, see remap.cpp);
       // the device copy is the one: drop the mapping, the writer's retry faults the page home.
@@ -199,11 +214,13 @@ void serve_wp(Runtime &rt, Range &r, size_t page) {
     rt.uffd.wake(r.addr(page), kPageSize);  // locked meanwhile: its batch wakes the writer too
     return;
   }
-  if (entry::loc(cur) != Loc::HOST || (cur & (entry::CANCEL | entry::GONE))) return;
+  if (entry::loc(cur) != Loc::HOST || (cur & (entry::CANCEL | entry::GONE | entry::FLUSH))) return;
   rt.stats.add(rt.stats.write_faults, 1);
   if (rt.cfg.write_fault != UMRT_WRITE_FAULT_CANCEL) return;  // finalize wakes the writer
-  while (entry::locked(cur) && entry::loc(cur) == Loc::HOST && !(cur & entry::CANCEL)) {
-    if (entry_transition(e, cur, cur | entry::CANCEL)) {
+  // (A writable file range's page written now is DIRTY from the cancel on.)
+  const uint64_t dirty = r.writable() ? entry::DIRTY : 0;
+  while (entry::locked(cur) && entry::loc(cur) == Loc::HOST && !(cur & (entry::CANCEL | entry::FLUSH))) {
+    if (entry_transition(e, cur, cur | entry::CANCEL | dirty)) {
       // The batch will restore this page; its device copy may be torn but is discarded.
       rt.uffd.write_protect(r.addr(page), kPageSize, false);
       rt.stats.add(rt.stats.write_cancels, 1);

@@ -3,7 +3,7 @@
 // recorded in its entry: nothing is ever lost.
 //
 // to_device: publish (CAS, keeping LOCKED: fails if a CPU writer cancelled the page or the
-//   user unmapped it) -> take the published runs' host pages out (UFFDIO_MOVE into the host
+//   user unmapped it; a writable file range's page is DIRTY from there on) -> take the published runs' host pages out (UFFDIO_MOVE into the host
 //   pool, else MADV_DONTNEED: the next CPU access faults) ->
 //   restore the others (lift the write-protect, waking blocked writers) -> unlock. Published
 //   frames count as resident.
@@ -94,15 +94,20 @@ void finalize_to_device(Batch &b) {
     if (!(b.src[i] & entry::LOCKED)) continue;
     if (b.dst[i] & entry::MIGRATE) {
       uint64_t expected = b.src[i] & ~kBatchFlags;
-      uint64_t desired = (b.dst[i] & ~kBatchFlags) | entry::LOCKED;
+      // A writable file range's page on the device counts as written (a kernel may write it).
+      uint64_t desired = (b.dst[i] & ~kBatchFlags) | entry::LOCKED | (b.r->writable() ? entry::DIRTY : 0);
       published[i] = entry_transition(ents[b.first + i], expected, desired);
     }
   }
   release_host_copies(b, published);
-  // Restore: lift the write-protect of host pages that stay (wakes blocked writers).
+  // Restore: lift the write-protect of host pages that stay (wakes blocked writers). A clean
+  // page of a writable file range stays protected (its first write must mark it DIRTY): its
+  // waiting writers are woken by run_batch and fault again, on an unlocked page.
+  const bool track = b.r->writable();
   for_runs(b.n,
            [&](size_t i) {
-             return (b.src[i] & entry::LOCKED) && !published[i] && entry::loc(b.src[i]) == Loc::HOST;
+             return (b.src[i] & entry::LOCKED) && !published[i] && entry::loc(b.src[i]) == Loc::HOST &&
+                    (!track || (ents[b.first + i].load(std::memory_order_acquire) & entry::DIRTY));
            },
            [&](size_t i, size_t j) {
              int rc = rt.uffd.write_protect(b.r->addr(b.first + i), (j - i) * kPageSize, false);

@@ -13,6 +13,7 @@ namespace umrt::rt {
 
 Range::~Range() {
   if (file_fd >= 0) close(file_fd);
+  if (file_fd_tail >= 0) close(file_fd_tail);
   for (DBlock *b = blocks_made.load(); b;) {
     DBlock *next = b->next_made;
     delete b;

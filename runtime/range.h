@@ -59,6 +59,16 @@ struct Range : std::enable_shared_from_this<Range> {
   int file_fd = -1;
   uint64_t file_off = 0;
   bool file() const { return file_fd >= 0; }
+  // UMRT_MAP_WRITE: written pages (DIRTY, entry.h) go back to the file (storage/writeback.cpp).
+  // file_fd is then opened read-write; file_fd_tail (owned; -1 when file_fd is buffered) is a
+  // buffered descriptor of the same file for the last page's bytes when the range ends inside
+  // a page (O_DIRECT writes whole blocks only).
+  bool file_writable = false;
+  int file_fd_tail = -1;
+  bool writable() const { return file_writable; }
+  // Write-backs running on this range (umrt_flush): a page they cleaned may still be only in the
+  // page cache until their fdatasync, so nothing may drop its host copy meanwhile.
+  std::atomic<int> flushing{0};
 
   uint64_t seq = 0;                         // insertion order (RangeTable::seq)
   uintptr_t key = 0;  // its key in the range table (table's lock): start, or after a move the

@@ -21,7 +21,8 @@ struct Stats {
   std::atomic<uint64_t> cpu_faults{0}, bytes_to_device{0}, bytes_to_host{0}, batches{0},
       pages_to_device{0}, pages_to_host{0}, zero_fills{0}, pages_restored{0},
       pages_skipped_locked{0}, fault_groups{0}, write_faults{0}, write_cancels{0},
-      pages_selected{0}, ns_collect{0}, ns_unmap{0}, ns_copy{0}, ns_finalize{0}, bytes_from_storage{0};
+      pages_selected{0}, ns_collect{0}, ns_unmap{0}, ns_copy{0}, ns_finalize{0}, bytes_from_storage{0},
+      bytes_to_storage{0};
   void add(std::atomic<uint64_t> &c, uint64_t v) { c.fetch_add(v, std::memory_order_relaxed); }
 };
 

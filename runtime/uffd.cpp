@@ -199,13 +199,13 @@ int fill_loop(size_t len, size_t *done, Once once) {
 }
 }  // namespace
 
-int Uffd::copy(void *dst, const void *src, size_t len, bool dontwake, size_t *done) {
+int Uffd::copy(void *dst, const void *src, size_t len, bool dontwake, size_t *done, bool wp) {
   return fill_loop(len, done, [&](size_t off, size_t n, int64_t *did) {
     uffdio_copy c{};
     c.dst = reinterpret_cast<uintptr_t>(dst) + off;
     c.src = reinterpret_cast<uintptr_t>(src) + off;
     c.len = n;
-    c.mode = dontwake ? UFFDIO_COPY_MODE_DONTWAKE : 0;
+    c.mode = (dontwake ? UFFDIO_COPY_MODE_DONTWAKE : 0) | (wp ? UFFDIO_COPY_MODE_WP : 0);
     int err = ioctl(fd_, UFFDIO_COPY, &c) == 0 ? 0 : errno;
     *did = c.copy;
     return err;

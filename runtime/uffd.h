@@ -31,7 +31,8 @@ class Uffd {
   // (WP together with dontwake is refused by the kernel.)
   // Map len bytes from src at dst (atomically, waking faulting threads unless dontwake).
   // *done receives the bytes mapped even on failure.
-  int copy(void *dst, const void *src, size_t len, bool dontwake, size_t *done);
+  // wp: mapped write-protected (the range is registered WP): the first write faults.
+  int copy(void *dst, const void *src, size_t len, bool dontwake, size_t *done, bool wp = false);
   // Move the len bytes of pages mapped at src (unmapping them there) to the hole at dst, in one
   // ioctl; no retry (EAGAIN: an event is pending). *done: the bytes moved, also on failure.
   int move(void *dst, void *src, size_t len, bool dontwake, size_t *done);

@@ -75,8 +75,12 @@ TEST(Entry, InvalidEntries) {
       kHost | WRITE,
       dev(2) | MIGRATE | LOCKED,
       kNone | WRITE,
-      kHost | (uint64_t{1} << 7),        // reserved bits
+      kHost | (uint64_t{1} << 10),       // reserved bits
       kHost | (uint64_t{1} << 11),
+      kNone | DIRTY,                     // DIRTY on a page with no data of its own
+      kNone | LOCKED | DIRTY,
+      kHost | FLUSH,                     // FLUSH without LOCKED
+      dev(2) | FLUSH,
       dev(1) | (uint64_t{1} << 9),
       kHost | (uint64_t{5} << FRAME_SHIFT),  // frame on a page not on the device
       kNone | (uint64_t{1} << FRAME_SHIFT),
@@ -126,6 +130,16 @@ TEST(Entry, AllowedTransitions) {
       // cancel
       {kHost | LOCKED, kHost | LOCKED | CANCEL, "cancel"},
       {kHost | LOCKED | GONE, kHost | LOCKED | GONE | CANCEL, "cancel GONE page"},
+      // dirty tracking and write-back (writable file ranges)
+      {kHost | LOCKED, kHost | LOCKED | CANCEL | DIRTY, "cancel by a write: dirty"},
+      {kHost | LOCKED, kHost | LOCKED | DIRTY, "a write marks HOST dirty"},
+      {dev(3) | LOCKED, dev(3) | LOCKED | DIRTY, "mark DEVICE dirty"},
+      {kHost | DIRTY, kHost | DIRTY | LOCKED | FLUSH, "a write-back's lock"},
+      {kHost | DIRTY | LOCKED | FLUSH, kHost, "written back: unlocked clean"},
+      {dev(3) | DIRTY | LOCKED | FLUSH, dev(3) | DIRTY, "unlock keeping DIRTY"},
+      {kHost | LOCKED, dev(3) | LOCKED | DIRTY, "publish to the device dirty"},
+      {dev(3) | DIRTY | LOCKED, kHost | DIRTY | LOCKED, "publish home keeping DIRTY"},
+      {dev(3) | DIRTY | LOCKED, kNone, "publish NONE dropping DIRTY"},
   };
   for (const Transition &t : allowed) {
     const char *why = "not cleared";
@@ -159,6 +173,12 @@ TEST(Entry, DisallowedTransitions) {
       {kHost | MIGRATE, kHost | LOCKED, "from an invalid entry"},
       {uint64_t{3}, uint64_t{3} | LOCKED, "invalid location"},
       {kHost | LOCKED, kHost | (uint64_t{1} << FRAME_SHIFT), "unlock to HOST with a frame"},
+      {kHost | LOCKED, kHost | DIRTY, "unlock setting DIRTY"},
+      {kHost, kHost | DIRTY, "DIRTY set without the lock"},
+      {kHost | DIRTY, kHost, "DIRTY dropped without the lock"},
+      {kHost | LOCKED, dev(3) | LOCKED | FLUSH, "publish setting FLUSH"},
+      {kHost | LOCKED, kHost | LOCKED | FLUSH, "FLUSH added to a held lock"},
+      {kNone | LOCKED, kNone | LOCKED | DIRTY, "a NONE page dirty"},
   };
   for (const Transition &t : disallowed) {
     const char *why = nullptr;

@@ -17,68 +17,14 @@
 #include <string>
 #include <vector>
 
+#include "temp_file.h"
 #include "test_util.h"
 
 namespace {
 
 using namespace umrt_test;
 
-// A temporary file of `bytes` bytes of pattern `seed` (on the disk: TMPDIR or /tmp).
-class TempFile {
- public:
-  TempFile(size_t bytes, uint64_t seed) : data_(bytes) {
-    const char *tmp = std::getenv("TMPDIR");
-    path_ = std::string(tmp && *tmp ? tmp : "/tmp") + "/umrt-storage-XXXXXX";
-    int fd = mkstemp(path_.data());
-    EXPECT_GE(fd, 0) << strerror(errno);
-    if (fd < 0) return;
-    fill_pattern(data_.data(), bytes, seed);
-    size_t off = 0;
-    while (off < bytes) {
-      ssize_t w = pwrite(fd, data_.data() + off, bytes - off, static_cast<off_t>(off));
-      if (w <= 0) break;
-      off += static_cast<size_t>(w);
-    }
-    EXPECT_EQ(off, bytes);
-    close(fd);
-  }
-  ~TempFile() { unlink(path_.c_str()); }
-  const char *path() const { return path_.c_str(); }
-  const uint8_t *data() const { return data_.data(); }
-  std::vector<uint8_t> on_disk() const {
-    std::vector<uint8_t> v(data_.size());
-    int fd = open(path_.c_str(), O_RDONLY);
-    EXPECT_GE(fd, 0);
-    EXPECT_EQ(pread(fd, v.data(), v.size(), 0), static_cast<ssize_t>(v.size()));
-    close(fd);
-    return v;
-  }
-
- private:
-  std::string path_;
-  std::vector<uint8_t> data_;
-};
-
-class Storage : public UmrtTest {
- protected:
-  bool ValidateAtEnd() const override { return true; }
-  void *map(const char *path, uint64_t off, size_t size) {
-    void *p = nullptr;
-    umrt_status s = umrt_map_file(path, off, size, UMRT_MAP_READ, &p);
-    if (s == UMRT_ERROR_NOT_SUPPORTED) {
-      skip_ = std::string("umrt_map_file: ") + last_error();
-      return nullptr;
-    }
-    EXPECT_EQ(s, UMRT_SUCCESS) << last_error();
-    return s == UMRT_SUCCESS ? p : nullptr;
-  }
-  std::string skip_;
-};
-
-#define MAP_OR_SKIP(var, ...)              \
-  void *var = map(__VA_ARGS__);            \
-  if (!var && !skip_.empty()) GTEST_SKIP() << skip_; \
-  ASSERT_NE(var, nullptr)
+class Storage : public FileRangeTest {};
 
 size_t resident(const void *p, size_t bytes) {
   std::vector<unsigned char> v(pages_of(bytes));
@@ -301,7 +247,9 @@ TEST_F(Storage, BadInputIsRefusedAndChangesNothing) {
       {"no flags", f.path(), 0, 0, 0, UMRT_ERROR_INVALID_VALUE},
       {"unknown flag", f.path(), 0, 0, UMRT_MAP_READ | 4, UMRT_ERROR_INVALID_VALUE},
       {"write without read", f.path(), 0, 0, UMRT_MAP_WRITE, UMRT_ERROR_INVALID_VALUE},
-      {"write-back (not yet)", f.path(), 0, 0, UMRT_MAP_READ | UMRT_MAP_WRITE, UMRT_ERROR_NOT_SUPPORTED},
+      {"write on a directory", dir.c_str(), 0, 0, UMRT_MAP_READ | UMRT_MAP_WRITE, UMRT_ERROR_INVALID_VALUE},
+      {"write on a FIFO", fifo.c_str(), 0, 0, UMRT_MAP_READ | UMRT_MAP_WRITE, UMRT_ERROR_INVALID_VALUE},
+      {"write, span past the end", f.path(), 4096, 2 * MiB, UMRT_MAP_READ | UMRT_MAP_WRITE, UMRT_ERROR_INVALID_VALUE},
       {"empty path", "", 0, 0, UMRT_MAP_READ, UMRT_ERROR_INVALID_VALUE},
   };
   for (const Case &k : cases) {

@@ -26,6 +26,8 @@ typedef enum umrt_status {
   UMRT_ERROR_NOT_SUPPORTED,    /* e.g. userfaultfd refused by the kernel                        */
   UMRT_ERROR_NO_DEVICE,        /* the requested backend cannot run here                          */
   UMRT_ERROR_BACKEND,          /* a device call or copy failed; umrt_last_error() says which    */
+  UMRT_ERROR_IO,               /* a read, write or fdatasync of a file (umrt_map_file) failed;
+                                  pages not written stay dirty, nothing is dropped              */
 } umrt_status;                 /* more codes may follow these                                    */
 
 typedef enum umrt_location {
@@ -37,7 +39,7 @@ typedef enum umrt_location {
 /* umrt_map_file flags. */
 typedef enum umrt_map_flags {
   UMRT_MAP_READ = 1,  /* pages come from the file                                              */
-  UMRT_MAP_WRITE = 2, /* with READ: written pages go back to the file (not yet: NOT_SUPPORTED)  */
+  UMRT_MAP_WRITE = 2, /* with READ: written pages go back to the file (umrt_flush, umrt_free)  */
 } umrt_map_flags;
 
 typedef enum umrt_backend_kind {
@@ -119,6 +121,7 @@ typedef struct umrt_stats {
                                  only ever read (the shared zero page) counts without memory   */
   uint64_t host_pages_reused; /* pages that came home into a kept page, not a new one          */
   uint64_t bytes_from_storage; /* bytes read from files (umrt_map_file)                         */
+  uint64_t bytes_to_storage;   /* bytes written back to files (UMRT_MAP_WRITE)                  */
 } umrt_stats;
 
 /* Fault injection, for tests (sim and cuda backends). */
@@ -128,33 +131,61 @@ typedef enum umrt_inject_kind {
   UMRT_INJECT_CHUNK = 3, /* the nth next creation of a device-memory chunk fails as out of
                             memory (as when another user took the GPU's memory after
                             umrt_init): umrt evicts and retries, and its capacity shrinks */
+  UMRT_INJECT_READ = 4,  /* the nth next storage read (one io_uring op, any thread) fails: EIO */
+  UMRT_INJECT_WRITE = 5, /* ... storage write                                                  */
+  UMRT_INJECT_SYNC = 6,  /* ... fdatasync                                                      */
 } umrt_inject_kind;
 
 umrt_status umrt_config_defaults(umrt_config *cfg);  /* defaults + UMRT_* environment          */
 umrt_status umrt_init(const umrt_config *cfg);      /* NULL: defaults + UMRT_* environment;
                                                        other calls initialise lazily            */
-umrt_status umrt_shutdown(void);                    /* all pages back to host, threads joined   */
+umrt_status umrt_shutdown(void);                    /* all pages back to host, threads joined;
+                                                       UMRT_MAP_WRITE ranges flushed first (on
+                                                       failure: that error, umrt still running).
+                                                       Ranges not freed stay mapped as plain
+                                                       memory (file ranges: writes no longer reach
+                                                       the file); umrt_free unmaps them         */
 umrt_status umrt_malloc(void **ptr, size_t size);   /* size 0 -> INVALID_VALUE                   */
 umrt_status umrt_free(void *ptr);                   /* not from umrt_malloc / twice -> INVALID;
                                                        like cudaFree, waits for all queued device
                                                        work before it gives device memory back
-                                                       (only when it gives some back)           */
+                                                       (only when it gives some back). A
+                                                       UMRT_MAP_WRITE range is flushed first; if
+                                                       that fails -> UMRT_ERROR_IO and the range
+                                                       stays allocated (free it again later)    */
 umrt_status umrt_map_file(const char *path, uint64_t offset, size_t size, unsigned flags, void **ptr);
                                                     /* a managed range over bytes [offset, offset
                                                        + size) of the regular file at path; offset
                                                        a multiple of 4096; size 0 = to the end of
-                                                       the file; flags UMRT_MAP_READ: a private
+                                                       the file. flags UMRT_MAP_READ: a private
                                                        view (CPU writes stay in memory, as with
-                                                       mmap MAP_PRIVATE). Pages not read yet are
+                                                       mmap MAP_PRIVATE); | UMRT_MAP_WRITE: pages
+                                                       written go back to the file (umrt_flush;
+                                                       umrt_free and umrt_shutdown flush first):
+                                                       written by the CPU (tracked per page), or
+                                                       prefetched to the device (taken as written:
+                                                       a kernel may write them). The file never
+                                                       grows. Pages not read yet are
                                                        UMRT_LOCATION_STORAGE; a CPU access, or a
                                                        prefetch to either side, reads them (io_uring;
                                                        to the device without a host copy). Bytes
                                                        past the end of the file in the last page
-                                                       read as zero. Freed with umrt_free. Bad
-                                                       path/offset/size/flags -> INVALID_VALUE
-                                                       (message says which), UMRT_MAP_WRITE ->
-                                                       NOT_SUPPORTED (for now), io_uring refused
-                                                       -> NOT_SUPPORTED                          */
+                                                       read as zero. Bad path/offset/size/flags, or
+                                                       UMRT_MAP_WRITE on a file that cannot be
+                                                       opened for writing (permissions, read-only
+                                                       file system) -> INVALID_VALUE (message says
+                                                       which); io_uring refused -> NOT_SUPPORTED */
+umrt_status umrt_flush(const void *ptr, size_t size);
+                                                    /* the dirty pages covering [ptr, ptr+size) of
+                                                       one UMRT_MAP_WRITE range written to its file,
+                                                       on disk (fdatasync) when it returns SUCCESS.
+                                                       A write or fdatasync failure -> UMRT_ERROR_IO:
+                                                       the pages stay dirty (a later flush writes
+                                                       them). A UMRT_MAP_READ range: SUCCESS,
+                                                       nothing to write. An anonymous range or a
+                                                       pointer not from umrt -> INVALID_VALUE. A
+                                                       CPU write to a page while it is written
+                                                       waits for that page's write              */
 umrt_status umrt_prefetch(const void *ptr, size_t size, umrt_location dst, void *stream);
                                                     /* pages covering [ptr, ptr+size) of ONE
                                                        allocation; stream NULL = synchronous    */

@@ -18,13 +18,23 @@
 
 namespace umrt::rt {
 
-int open_file_range(const char *path, uint64_t offset, uint64_t *size, std::string *why) {
+int open_file_range(const char *path, uint64_t offset, uint64_t *size, bool writable, int *tail_fd, std::string *why) {
+  *tail_fd = -1;
   // Opened first, non-blocking (a FIFO must not block the open), then the open file is the one
   // checked and used (no window for a swap between a stat() and the open()).
-  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  int fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     int err = errno;
-    *why = strerror(err);
+    if (writable && (err == EACCES || err == EROFS || err == ETXTBSY || err == EPERM)) {
+      // Readable perhaps, but not to be written: say which, for UMRT_MAP_WRITE.
+      *why = std::string("UMRT_MAP_WRITE: the file cannot be opened for writing (") + strerror(err) +
+             (err == EROFS ? "; a read-only file system" : "") + ")";
+    } else if (writable && err == EISDIR) {
+      *why = "a directory, not a regular file";
+      err = EINVAL;
+    } else {
+      *why = strerror(err);
+    }
     return -err;
   }
   auto refuse = [&](std::string w) {
@@ -48,7 +58,18 @@ int open_file_range(const char *path, uint64_t offset, uint64_t *size, std::stri
   const int fl = fcntl(fd, F_GETFL);
   if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
   const bool direct = direct_if_taken(fd);
-  log(Level::info, "umrt_map_file %s: %s I/O", path, direct ? "O_DIRECT" : "buffered");
+  log(Level::info, "umrt_map_file %s: %s I/O%s", path, direct ? "O_DIRECT" : "buffered", writable ? ", read-write" : "");
+  if (writable && direct && *size % kPageSize) {
+    // The same open file again (not the path: it may name another file by now), buffered.
+    const std::string self = "/proc/self/fd/" + std::to_string(fd);
+    *tail_fd = open(self.c_str(), O_RDWR | O_CLOEXEC);
+    if (*tail_fd < 0) {
+      const int err = errno;
+      close(fd);
+      *why = std::string("a second descriptor for the last page: ") + strerror(err);
+      return -err;
+    }
+  }
   return fd;
 }
 

@@ -11,10 +11,13 @@ namespace umrt::rt {
 
 struct Range;
 
-// Open `path` for a read-only file range over [offset, offset + *size) (*size 0: to the end of
+// Open `path` for a file range over [offset, offset + *size) (*size 0: to the end of
 // the file; set to what is mapped). Returns the fd, or -errno with *why saying what is wrong
 // (not a regular file, offset not page aligned or past the end, span past the end).
-int open_file_range(const char *path, uint64_t offset, uint64_t *size, std::string *why);
+// writable (UMRT_MAP_WRITE): opened read-write (a read-only file or file system: -EACCES or
+// -EROFS with *why saying so), and *tail_fd set to a buffered descriptor of the same file when
+// the fd is O_DIRECT and the span ends inside a page (else -1).
+int open_file_range(const char *path, uint64_t offset, uint64_t *size, bool writable, int *tail_fd, std::string *why);
 
 // This thread's staging buffer: 2 MiB (one batch), page aligned; nullptr when out of memory.
 char *file_staging();

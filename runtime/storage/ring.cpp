@@ -8,7 +8,9 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <mutex>
 #include <cstdlib>
 #include <memory>
 #include <new>
@@ -20,7 +22,30 @@ namespace umrt::rt {
 namespace {
 constexpr unsigned kMaxRetries = 16;  // EINTR / EAGAIN / zero-byte writes, per op
 constexpr size_t kShortUnit = 4096;   // an injected short op stops on a page boundary
+
+// storage_inject: ops of each kind numbered from 1 after each arm; [from, until) fail.
+struct GlobalInject {
+  std::mutex m;
+  std::atomic<bool> armed{false};
+  uint64_t seen[3] = {}, from[3] = {}, until[3] = {};
+  bool hit(IoKind k) {
+    if (!armed.load(std::memory_order_relaxed)) return false;
+    std::lock_guard g(m);
+    const int i = static_cast<int>(k);
+    ++seen[i];
+    return from[i] && seen[i] >= from[i] && seen[i] < until[i];
+  }
+};
+GlobalInject g_inject;
 }  // namespace
+
+void storage_inject(IoKind kind, uint64_t nth, uint64_t count) {
+  std::lock_guard g(g_inject.m);
+  const int i = static_cast<int>(kind);
+  g_inject.from[i] = nth > UINT64_MAX - g_inject.seen[i] ? UINT64_MAX : g_inject.seen[i] + nth;
+  g_inject.until[i] = count > UINT64_MAX - g_inject.from[i] ? UINT64_MAX : g_inject.from[i] + count;
+  g_inject.armed.store(true);
+}
 
 Ring::~Ring() {
   if (ring_) io_uring_queue_exit(ring_);
@@ -71,7 +96,8 @@ void Ring::inject(IoInject kind, uint64_t nth, uint64_t count) {
   inj_.to = !nth ? 0 : count > UINT64_MAX - inj_.from ? UINT64_MAX : inj_.from + count;
 }
 
-int Ring::take_injected() {
+int Ring::take_injected(const IoOp &op) {
+  if (g_inject.hit(op.sync ? IoKind::sync : op.write ? IoKind::write : IoKind::read)) return -EIO;
   const uint64_t k = ++ops_seen_;
   if (!inj_.from || k < inj_.from || k >= inj_.to) return 0;
   switch (inj_.kind) {
@@ -84,15 +110,31 @@ int Ring::take_injected() {
 }
 
 int Ring::run(IoOp *ops, size_t n) {
-  if (!ring_) return -EINVAL;
+  // fdatasyncs run once every other op is done (else one might run before writes it is meant
+  // to cover): the others as one batch first, then the syncs.
+  bool syncs = false;
+  for (size_t i = 0; i < n; ++i) syncs |= ops[i].sync;
+  const int rc = run_some(ops, n, false);
+  if (!syncs) return rc;
+  const int rs = run_some(ops, n, true);
+  return rc ? rc : rs;
+}
+
+int Ring::run_some(IoOp *ops, size_t n, bool syncs) {
+  if (!ring_) {
+    for (size_t i = 0; i < n; ++i)
+      if (ops[i].sync == syncs) ops[i].status = -EINVAL;
+    return -EINVAL;
+  }
   io_uring *ring = ring_;
   std::vector<uint8_t> tries(n, 0);
   std::vector<size_t> again;  // ops to submit (again) for what is left of them
   again.reserve(n);
   for (size_t i = n; i-- > 0;) {
+    if (ops[i].sync != syncs) continue;
     ops[i].done = 0;
     ops[i].status = 0;
-    if (ops[i].len) again.push_back(i);  // popped from the back: first op first
+    if (ops[i].len || ops[i].sync) again.push_back(i);  // popped from the back: first op first
   }
   int first_error = 0;
   unsigned inflight = 0;
@@ -102,6 +144,14 @@ int Ring::run(IoOp *ops, size_t n) {
   };
   auto complete = [&](size_t i, int res) {
     IoOp &op = ops[i];
+    if (op.sync) {
+      if (res >= 0) return;
+      if ((res == -EINTR || res == -EAGAIN) && ++tries[i] <= kMaxRetries) {
+        again.push_back(i);
+        return;
+      }
+      return finish(i, res);
+    }
     if (res > 0) {
       op.done += static_cast<size_t>(res);
       if (op.done == op.len) return;
@@ -129,7 +179,7 @@ int Ring::run(IoOp *ops, size_t n) {
     // left in it (they would run at the next submit, into buffers the caller has let go).
     // Ring::mine() makes a fresh one next time.
     for (size_t i = 0; i < n; ++i)
-      if (!ops[i].status && ops[i].done < ops[i].len) finish(i, rc);
+      if (ops[i].sync == syncs && !ops[i].status && (ops[i].done < ops[i].len || ops[i].sync)) finish(i, rc);
     while (inflight) {
       io_uring_cqe *cqe = nullptr;
       if (io_uring_wait_cqe(ring, &cqe) == 0) {
@@ -147,10 +197,10 @@ int Ring::run(IoOp *ops, size_t n) {
     unsigned queued = 0;
     while (inflight + unsent + queued < entries_ && !again.empty()) {
       const size_t i = again.back();
-      again.pop_back();
       IoOp &op = ops[i];
+      again.pop_back();
       size_t len = op.len - op.done;
-      const int fake = take_injected();
+      const int fake = take_injected(op);
       if (fake < 0) {  // answered without the kernel
         complete(i, fake);
         continue;
@@ -164,7 +214,8 @@ int Ring::run(IoOp *ops, size_t n) {
       char *buf = static_cast<char *>(op.buf) + op.done;
       const uint64_t off = op.off + op.done;
       const bool fixed = op.buf_index >= 0 && static_cast<unsigned>(op.buf_index) < nbufs_;
-      if (fixed && op.write) io_uring_prep_write_fixed(sqe, op.fd, buf, static_cast<unsigned>(len), off, op.buf_index);
+      if (op.sync) io_uring_prep_fsync(sqe, op.fd, IORING_FSYNC_DATASYNC);
+      else if (fixed && op.write) io_uring_prep_write_fixed(sqe, op.fd, buf, static_cast<unsigned>(len), off, op.buf_index);
       else if (fixed) io_uring_prep_read_fixed(sqe, op.fd, buf, static_cast<unsigned>(len), off, op.buf_index);
       else if (op.write) io_uring_prep_write(sqe, op.fd, buf, static_cast<unsigned>(len), off);
       else io_uring_prep_read(sqe, op.fd, buf, static_cast<unsigned>(len), off);

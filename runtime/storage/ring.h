@@ -16,6 +16,8 @@ namespace umrt::rt {
 struct IoOp {
   int fd = -1;
   bool write = false;
+  bool sync = false;    // an fdatasync of fd (buf, len, off unused), once every other op of
+                        // the same run() has completed
   void *buf = nullptr;  // O_DIRECT: 4 KiB aligned, as are len and off
   int buf_index = -1;   // >= 0: buf lies inside that registered buffer (read/write_fixed)
   size_t len = 0;
@@ -30,6 +32,11 @@ struct IoOp {
 // submit: the next io_uring_submit fails as the ring refusing it (-ENOMEM): run() drops the
 // ring, Ring::mine() makes a fresh one.
 enum class IoInject : uint8_t { eio, short_io, eagain, submit };
+
+// Process-wide fault injection (umrt_inject_failure's storage kinds): the nth next read, write
+// or fdatasync op of any ring fails with -EIO, count times in a row.
+enum class IoKind : uint8_t { read, write, sync };
+void storage_inject(IoKind kind, uint64_t nth, uint64_t count);
 
 class Ring {
  public:
@@ -59,7 +66,8 @@ class Ring {
   static Ring *mine(int *err);
 
  private:
-  int take_injected();  // 0, or the result to fake for the next op
+  int run_some(IoOp *ops, size_t n, bool syncs);  // run()'s ops with op.sync == syncs
+  int take_injected(const IoOp &op);  // 0, or the result to fake for the next op
   io_uring *ring_ = nullptr;  // owned (heap), torn down with the ring
   unsigned entries_ = 0;
   unsigned nbufs_ = 0;

@@ -1,0 +1,306 @@
+// storage/writeback.cpp — write-back of a writable file range's DIRTY pages, one batch per
+// device block, by the protocol's steps (the pages' location does not change, only DIRTY):
+//   collect:  DIRTY pages no one holds are locked with FLUSH (CPU writers wait for a FLUSH
+//             lock, they never cancel it: what is written is what the page held);
+//   unmap:    their host copies write-protected (stable; the next write faults and marks the
+//             page DIRTY again), device copies waited for (device_sync);
+//   copy:     host runs copied into the thread's staging (read_user_pages), device runs copied
+//             there (D2H), then every run written in one io_uring submission (O_DIRECT where
+//             the file takes it; a last page the range covers in part through the buffered
+//             descriptor, only up to the range's end: the file never grows);
+//   finalize: host pages written are unlocked clean (still write-protected), the others
+//             DIRTY (device pages always stay so: a kernel may write them unseen); writers
+//             waiting on the span are woken.
+// Pages locked by others (a batch moving them) are retried until free, as a prefetch does.
+// flush_span then fdatasyncs the file; a failed fdatasync makes the span's pages DIRTY again.
+#include "writeback.h"
+
+#include <cstdio>
+#include <cstring>
+#include <thread>
+
+#include "../batch.h"
+#include "../remap.h"
+#include "file_store.h"
+#include "ring.h"
+
+namespace umrt::rt {
+namespace {
+
+// D2H copies of a write-back land in staging, not in the range: op.host is the staging address.
+struct StageInstaller final : Installer {
+  int install(CopyOp &op, const void *staged) override {
+    std::memcpy(op.host, staged, op.len);
+    op.done = op.len;
+    return 0;
+  }
+};
+
+struct WriteBack {
+  Runtime &rt;
+  Range &r;
+  size_t first, n;
+  uint64_t src[kBlockPages];   // the entry locked (unlocked form), 0: not held
+  bool good[kBlockPages];      // staged (copy) / written (after the I/O)
+  uint32_t held = 0, skipped = 0;
+  uint64_t written = 0;        // bytes written to the file
+  int error = 0;
+  void fail(int e) {
+    if (!error) error = e;
+  }
+};
+
+void wb_collect(WriteBack &w) {
+  Entry *ents = w.r.entries.get();
+  for (size_t i = 0; i < w.n; ++i) {
+    w.src[i] = 0;
+    w.good[i] = false;
+    Entry &e = ents[w.first + i];
+    uint64_t cur = e.load(std::memory_order_acquire);
+    for (;;) {
+      if (cur & entry::GONE) break;  // unmapped by the user: nothing of it is left to write
+      if (entry::locked(cur)) {
+        // Held by a batch moving it (it may be DIRTY once that one is done, a host page going to
+        // the device even becomes so) or by another write-back: tried again. A page held while
+        // it is read from the file is clean.
+        if (entry::loc(cur) != Loc::NONE) ++w.skipped;
+        break;
+      }
+      if (!(cur & entry::DIRTY)) break;
+      if (entry_transition(e, cur, cur | entry::LOCKED | entry::FLUSH)) {
+        w.src[i] = cur;
+        ++w.held;
+        break;
+      }
+    }
+  }
+}
+
+// Pages [i, j) leave the write-back unwritten (they stay DIRTY).
+void wb_drop(WriteBack &w, size_t i, size_t j) {
+  for (size_t k = i; k < j; ++k) w.good[k] = false;
+}
+
+bool held_at(const WriteBack &w, size_t i, Loc l) { return w.src[i] && entry::loc(w.src[i]) == l; }
+
+void wb_unmap(WriteBack &w) {
+  for (size_t i = 0; i < w.n; ++i) w.good[i] = w.src[i] != 0;
+  for_runs(w.n, [&](size_t i) { return held_at(w, i, Loc::HOST); }, [&](size_t i, size_t j) {
+    if (int rc = w.rt.uffd.write_protect(w.r.addr(w.first + i), (j - i) * kPageSize, true)) {
+      log(rc == -ENOENT ? Level::info : Level::warn, "write-back: write-protect of %zu pages at %p failed: %d", j - i,
+          w.r.addr(w.first + i), rc);
+      wb_drop(w, i, j);
+      w.fail(rc);
+    }
+  });
+  bool device = false;
+  for (size_t i = 0; i < w.n && !device; ++i) device = held_at(w, i, Loc::DEVICE);
+  if (device) {
+    if (int rc = w.rt.backend->device_sync()) {
+      for (size_t i = 0; i < w.n; ++i)
+        if (held_at(w, i, Loc::DEVICE)) w.good[i] = false;
+      w.fail(rc);
+    }
+  }
+}
+
+void wb_copy(WriteBack &w) {
+  char *stage = file_staging();
+  if (!stage) {
+    wb_drop(w, 0, w.n);
+    w.fail(-ENOMEM);
+    return;
+  }
+  char *const host0 = w.r.addr(w.first);
+  CopyOp ops[kBlockPages];
+  size_t nops = 0;
+  for_runs(w.n, [&](size_t i) { return w.good[i]; }, [&](size_t i, size_t j) {
+    // Runs of one location each.
+    for (size_t a = i; a < j;) {
+      const Loc l = entry::loc(w.src[a]);
+      size_t b = a;
+      while (b < j && entry::loc(w.src[b]) == l) ++b;
+      if (l == Loc::HOST) {
+        if (read_user_pages(stage + a * kPageSize, host0 + a * kPageSize, (b - a) * kPageSize) != 0) {
+          wb_drop(w, a, b);  // unmapped under us: what is left is the user's business
+          w.fail(-EFAULT);
+        }
+      } else {
+        ops[nops++] = {CopyOp::D2H, stage + a * kPageSize, w.r.dev_addr(w.first + a), (b - a) * kPageSize, 0, 0};
+      }
+      a = b;
+    }
+  });
+  if (nops) {
+    StageInstaller inst;
+    w.rt.backend->transfer(ops, nops, &inst);
+    for (size_t k = 0; k < nops; ++k)
+      if (ops[k].status) {
+        const size_t i = static_cast<size_t>(static_cast<char *>(ops[k].host) - stage) >> kPageShift;
+        wb_drop(w, i, i + ops[k].len / kPageSize);
+        w.fail(ops[k].status);
+      }
+  }
+  // The range moved (mremap) while its pages were read: what was read at the old address may be
+  // another's memory. Those pages are tried again at the new address.
+  if (w.r.addr(w.first) != host0) {
+    for (size_t i = 0; i < w.n; ++i)
+      if (w.good[i] && held_at(w, i, Loc::HOST)) {
+        w.good[i] = false;
+        ++w.skipped;
+      }
+  }
+  // The I/O: runs of staged pages, one submission.
+  IoOp io[kBlockPages + 1];
+  size_t nio = 0;
+  const uint64_t size = w.r.size;
+  for_runs(w.n, [&](size_t i) { return w.good[i]; }, [&](size_t i, size_t j) {
+    const uint64_t at = uint64_t{w.first + i} * kPageSize;
+    const uint64_t bytes = std::min<uint64_t>((j - i) * kPageSize, size - at);
+    const uint64_t whole = w.r.file_fd_tail >= 0 ? bytes / kPageSize * kPageSize : bytes;
+    if (whole) {
+      IoOp &op = io[nio++];
+      op.fd = w.r.file_fd;
+      op.write = true;
+      op.buf = stage + i * kPageSize;
+      op.len = whole;
+      op.off = w.r.file_off + at;
+    }
+    if (whole < bytes) {  // the range's last bytes, inside a page: buffered
+      IoOp &op = io[nio++];
+      op.fd = w.r.file_fd_tail;
+      op.write = true;
+      op.buf = stage + i * kPageSize + whole;
+      op.len = bytes - whole;
+      op.off = w.r.file_off + at + whole;
+    }
+  });
+  if (!nio) return;
+  int err = 0;
+  Ring *ring = Ring::mine(&err);
+  if (!ring) {
+    wb_drop(w, 0, w.n);
+    w.fail(io_error(err));
+    return;
+  }
+  ring->run(io, nio);
+  for (size_t k = 0; k < nio; ++k) {
+    w.written += io[k].done;
+    if (!io[k].status) continue;
+    const size_t i = static_cast<size_t>(static_cast<char *>(io[k].buf) - stage) >> kPageShift;
+    const size_t j = std::min(w.n, static_cast<size_t>(pages_of(static_cast<size_t>(static_cast<char *>(io[k].buf) - stage) + io[k].len)));
+    wb_drop(w, i, j);
+    log(Level::warn, "write-back of %zu bytes at offset %llu failed: %s; the pages stay dirty", io[k].len,
+        static_cast<unsigned long long>(io[k].off), strerror(-io[k].status));
+    w.fail(io_error(io[k].status));
+  }
+}
+
+void wb_finalize(WriteBack &w) {
+  Entry *ents = w.r.entries.get();
+  for (size_t i = 0; i < w.n; ++i) {
+    if (!w.src[i]) continue;
+    Entry &e = ents[w.first + i];
+    uint64_t cur = e.load(std::memory_order_acquire);  // only GONE may have changed
+    // A page on the device stays DIRTY even when written: a kernel may write it again at any
+    // time, unseen (and it comes home writable).
+    const bool clean = w.good[i] && entry::loc(cur) == Loc::HOST;
+    const uint64_t drop = entry::LOCKED | entry::FLUSH | (clean ? entry::DIRTY : 0);
+    while (!entry_transition(e, cur, cur & ~drop)) {
+    }
+  }
+}
+
+// One write-back batch over [first, first + n) (inside one block). *skipped: pages to try again.
+int write_back_block(Runtime &rt, Range &r, size_t first, size_t n, uint32_t *skipped) {
+  DBlock *db = r.dblock(first);
+  *skipped = 0;
+  if (!db) return 0;  // a block never used holds no page of its own: nothing DIRTY
+  r.batches.fetch_add(1);  // seen by an mremap of r (remap.cpp)
+  rt.devmem.begin(db, false);
+  WriteBack w{rt, r, first, n, {}, {}};
+  const uint64_t t0 = now_ns();
+  wb_collect(w);
+  if (w.held) {
+    wb_unmap(w);
+    wb_copy(w);
+    wb_finalize(w);
+    rt.stats.add(rt.stats.bytes_to_storage, w.written);
+    if (rt.trace.on()) {
+      char args[160];
+      std::snprintf(args, sizeof args, "\"range\":\"%#lx\",\"first_page\":%zu,\"pages\":%u,\"bytes\":%llu,\"error\":%d",
+                    static_cast<unsigned long>(r.start()), first, w.held, static_cast<unsigned long long>(w.written),
+                    w.error);
+      rt.trace.event("write-back", "storage", t0, now_ns() - t0, args);
+    }
+  }
+  rt.devmem.end(db);
+  if (w.held) rt.uffd.wake(r.addr(first), n * kPageSize);
+  batch_done(r);
+  *skipped = w.skipped;
+  return w.error;
+}
+
+// After a failed fdatasync: every page of the span with data of its own is DIRTY again (some
+// were clean before: written once more, harmless). Pages held by others are left: a batch
+// moving a page keeps DIRTY, a write-back running writes it.
+void redirty(Range &r, size_t first, size_t end) {
+  for (size_t p = first; p < end; p = r.block_end(p)) {
+    if (!r.dblock(p)) continue;
+    for (size_t k = p; k < std::min(end, r.block_end(p)); ++k) {
+      Entry &e = r.entries[k];
+      uint64_t old = 0;
+      const uint64_t cur = e.load(std::memory_order_acquire);
+      const Loc l = entry::loc(cur);
+      if ((cur & (entry::DIRTY | entry::GONE)) || l == Loc::NONE || !entry_try_lock(e, &old)) continue;
+      uint64_t locked = old | entry::LOCKED;
+      if (entry::loc(old) != Loc::NONE) entry_transition(e, locked, locked | entry::DIRTY);
+      entry_unlock(e);
+    }
+  }
+}
+
+}  // namespace
+
+int flush_span(Runtime &rt, Range &r, size_t first, size_t n, bool sync) {
+  if (!r.writable()) return 0;
+  r.flushing.fetch_add(1, std::memory_order_acq_rel);
+  const size_t end = first + n;
+  int first_error = 0;
+  for (size_t p = first; p < end;) {
+    const size_t stop = std::min(end, r.block_end(p));
+    for (unsigned attempt = 0;; ++attempt) {
+      uint32_t skipped = 0;
+      const int rc = write_back_block(rt, r, p, stop - p, &skipped);
+      if (rc) {
+        if (!first_error) first_error = rc;
+        break;
+      }
+      if (!skipped) break;
+      if (attempt > 100000) {
+        if (!first_error) first_error = -EBUSY;
+        break;
+      }
+      if (attempt > 16) std::this_thread::sleep_for(std::chrono::microseconds(50));
+      else std::this_thread::yield();
+    }
+    p = stop;
+  }
+  if (sync) {
+    int err = 0;
+    Ring *ring = Ring::mine(&err);
+    IoOp op;
+    op.fd = r.file_fd;
+    op.sync = true;
+    const int rc = ring ? ring->run(&op, 1) : err;
+    if (rc) {
+      log(Level::warn, "fdatasync of a file range failed: %s; its pages stay dirty", strerror(-rc));
+      redirty(r, first, end);
+      if (!first_error) first_error = io_error(rc);
+    }
+  }
+  r.flushing.fetch_sub(1, std::memory_order_acq_rel);
+  return first_error;
+}
+
+}  // namespace umrt::rt
