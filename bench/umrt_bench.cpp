@@ -65,6 +65,7 @@
 
 #include "baselines.h"
 #include "scale.h"
+#include "storage.h"
 #if UMRT_BENCH_CUDA
 #include "cuda_baselines.h"
 #include "umrt_kernels.h"
@@ -102,6 +103,7 @@ struct Options {
   unsigned seed = 42;
   bool device_memory_given = false;  // --device-memory on the command line
   bench::scale::Options scale;       // scale scenario (issue 9)
+  bench::storage::Options storage;   // file-read, file-to-device, spill (issue 11)
 };
 Options opt;
 
@@ -1368,6 +1370,26 @@ void scenario_scale() {
   }
 }
 
+void scenario_storage(const char *name) {
+  namespace st = bench::storage;
+  st::Options o = opt.storage;
+  o.reps = opt.reps;
+  o.warmup = opt.warmup;
+  o.seed = opt.seed;
+  o.file_bytes = size_for(256u << 20);
+  st::Hooks h;
+  h.config = [] {
+    umrt_config c = base_config();
+    if (opt.device_memory_given) c.device_memory = opt.device_memory;
+    return c;
+  };
+  h.restart = [](const umrt_config &c) { restart(c); };
+  std::vector<bench::scale::Target> ts;
+  results[name] = st::run(name, o, h, ts);
+  for (const bench::scale::Target &t : ts)
+    targets.push_back({t.name, t.baseline, t.value, t.want, t.at_most, t.error, 11, t.unit, t.miss});
+}
+
 // ---- machine info ----------------------------------------------------------------------------
 
 std::string read_first(const char *path, const char *key) {
@@ -1505,10 +1527,11 @@ int main(int argc, char **argv) {
                  "This build: ") +
              (kBuiltWithCuda ? "with the GPU baselines (they run when the backend in use is cuda; UMRT_BACKEND)"
                              : "without the GPU baselines (no CUDA in the build)"));
-  const std::vector<std::string> names{"prefetch", "fault-seq", "fault-rand", "fault-latency",
-                                       "oversub", "batch-sweep", "all", "scale"};
+  const std::vector<std::string> names{"prefetch", "fault-seq",     "fault-rand",     "fault-latency", "oversub",
+                                       "batch-sweep", "all", "scale", "file-read", "file-to-device", "spill", "storage"};
   app.add_option("scenario", opt.scenario,
-                 "prefetch|fault-seq|fault-rand|fault-latency|oversub|batch-sweep|all (the issue-4 scenarios)|scale")
+                 "prefetch|fault-seq|fault-rand|fault-latency|oversub|batch-sweep|all (the issue-4 scenarios)|scale|"
+                 "file-read|file-to-device|spill|storage (the three storage ones)")
       ->check(CLI::IsMember(names))
       ->capture_default_str();
   std::string size_s, dev_s;
@@ -1551,8 +1574,12 @@ int main(int argc, char **argv) {
                  "scale: fault-seq reader counts; default 1,2,4,... up to 2x the usable CPUs")
       ->delimiter(',')
       ->check(CLI::Range(1u, 1024u));
+  std::string spill_s;
+  app.add_option("--storage-dir", opt.storage.dir, "file-read, file-to-device: where the file is made (default $TMPDIR or /tmp)");
+  app.add_option("--spill-budget", spill_s, "spill: UMRT_HOST_MEMORY (K/M/G; default 64M), the working set twice that");
   try {
     app.parse(argc, argv);
+    if (!spill_s.empty()) opt.storage.spill_budget = std::max(size_t{4} << 20, parse_size(spill_s));
     if (!counts_s.empty()) {
       opt.scale.counts.clear();
       for (const auto &c : counts_s) opt.scale.counts.push_back(parse_count(c));
@@ -1581,6 +1608,8 @@ int main(int argc, char **argv) {
   if (want("oversub")) scenario_oversub();
   if (want("batch-sweep")) scenario_batch_sweep();
   if (s == "scale") scenario_scale();
+  for (const char *st : {"file-read", "file-to-device", "spill"})
+    if (s == st || s == "storage") scenario_storage(st);
   const char *backend = umrt_backend_name();
   std::string backend_s = backend ? backend : "?";
   backend_in_use = backend_s;

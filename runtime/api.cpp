@@ -193,7 +193,9 @@ umrt_status umrt_shutdown(void) {
   const Range *failed = nullptr;
   Backend *be = g_rt->backend.get();
   (void)be->take_error_text();
+  g_rt->budget.stop();  // no page leaves for storage while everything comes home
   if (int rc = g_rt->bring_home(&failed)) {
+    g_rt->budget.start(g_rt, g_rt->cfg.host_memory);
     // umrt.h: "all pages back to host". Not possible now: the runtime stays up with the data
     // where it is, and a later umrt_shutdown() tries again.
     umrt_status st = from_errno(rc, "umrt_shutdown: pages could not be brought home", be);
@@ -426,9 +428,9 @@ umrt_status umrt_page_location(const void *ptr, umrt_location *loc) {
   size_t off = 0;
   if (umrt_status st = span_of(call.rt(), ptr, 1, "umrt_page_location", &ref, &off); st != UMRT_SUCCESS) return st;
   uint64_t e = ref->entries[off >> kPageShift].load(std::memory_order_acquire);
-  *loc = entry::loc(e) == Loc::DEVICE                     ? UMRT_LOCATION_DEVICE
-         : entry::loc(e) == Loc::NONE && ref->file() ? UMRT_LOCATION_STORAGE
-                                                     : UMRT_LOCATION_HOST;
+  *loc = entry::loc(e) == Loc::DEVICE                                                      ? UMRT_LOCATION_DEVICE
+         : entry::loc(e) == Loc::SWAP || (entry::loc(e) == Loc::NONE && ref->file()) ? UMRT_LOCATION_STORAGE
+                                                                                      : UMRT_LOCATION_HOST;
   return UMRT_SUCCESS;
 }
 
@@ -466,6 +468,10 @@ umrt_status umrt_get_stats(umrt_stats *out) {
   o.host_pages_reused = rt.host_pool.reused();
   o.bytes_from_storage = ld(s.bytes_from_storage);
   o.bytes_to_storage = ld(s.bytes_to_storage);
+  o.host_pages = rt.budget.pages();
+  o.swap_outs = ld(s.swap_outs);
+  o.swap_ins = ld(s.swap_ins);
+  o.pages_dropped_clean = ld(s.pages_dropped_clean);
   *out = o;
   return UMRT_SUCCESS;
 }
@@ -522,9 +528,30 @@ umrt_status umrt_validate(void) {
   // A page may stay locked a moment after the access that faulted it returned: the faulting
   // thread can see the page mapped before its batch (or the fault service's duplicate check)
   // unlocks it. Locks that persist are reported; passing ones are waited out (bounded).
+  // Pages in the swap file: only anonymous ranges', each on a slot in use, as many as are used.
+  auto swap_ok = [&](const std::vector<RangePtr> &ranges) {
+    uint64_t n = 0;
+    for (const RangePtr &r : ranges) {
+      bool ok = true;
+      r->for_each_used_page([&](size_t p) {
+        const uint64_t e = r->entries[p].load(std::memory_order_acquire);
+        if (!ok || entry::loc(e) != Loc::SWAP) return;
+        ++n;
+        if (r->file()) why = "a file range's page is in the swap file", ok = false;
+        else if (!rt.swap.in_use(entry::frame(e))) why = "a page in the swap file on a free slot", ok = false;
+      });
+      if (!ok) return false;
+    }
+    if (n != rt.swap.used()) {
+      why = "pages in swap " + std::to_string(n) + ", slots in use " + std::to_string(rt.swap.used());
+      return false;
+    }
+    return true;
+  };
   for (int tries = 0; tries < 200; ++tries) {
     why.clear();
-    if (rt.devmem.validate(rt.every_range(), &why)) return UMRT_SUCCESS;
+    const std::vector<RangePtr> ranges = rt.every_range();
+    if (rt.devmem.validate(ranges, &why) && swap_ok(ranges)) return UMRT_SUCCESS;
     if (why.find("locked while quiescent") == std::string::npos) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }

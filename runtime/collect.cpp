@@ -4,11 +4,12 @@
 // a page another batch or the fault service holds is skipped — first locker wins, collect
 // never waits. For a prefetch every locked page counts as skipped (so the prefetch retries it),
 // also one that looks already at the destination: its owner may be moving it away. Selected pages get MIGRATE (+ WRITE for a host source) in src[].
-//   to_device: HOST pages (copied) and NONE pages (zero-filled on the device, no copy).
-//   to_host:   DEVICE pages (copied back); NONE pages only on the fault path (zero-filled,
+//   to_device: HOST pages (copied), NONE pages (zero-filled on the device, no copy; a file
+//              range's read from the file) and SWAP pages (read from the swap file).
+//   to_host:   DEVICE and SWAP pages (copied back); NONE pages only on the fault path (zero-filled,
 //              no copy — a prefetch leaves them NONE, which already reads as zero on the host),
 //              and a file range's NONE pages (STORAGE: read from the file) on a prefetch too;
-//              DEVICE pages whose host address the user unmapped (GONE) are dropped.
+//              DEVICE and SWAP pages whose host address the user unmapped (GONE) are dropped.
 #include "batch.h"
 
 namespace umrt::rt {
@@ -26,9 +27,9 @@ void collect(Batch &b) {
       bool gone = cur & entry::GONE;
       bool want;
       if (b.dir == Dir::to_device)
-        want = !gone && (l == Loc::HOST || l == Loc::NONE);
+        want = !gone && l != Loc::DEVICE;
       else
-        want = l == Loc::DEVICE ||
+        want = l == Loc::DEVICE || l == Loc::SWAP ||
                (l == Loc::NONE && !gone &&
                 (b.why == Why::fault || b.why == Why::fault_write || (b.why == Why::prefetch && b.r->file())));
       if (entry::locked(cur)) {

@@ -168,6 +168,14 @@ umrt_status resolve_config(umrt_config *c) {
         return bad_env("UMRT_HOST_POOL", v, "a byte count such as 256M, or none");
     }
   }
+  if (c->host_memory == 0 && (v = std::getenv("UMRT_HOST_MEMORY")) && *v) {
+    if (!parse_bytes(v, &c->host_memory) || c->host_memory == 0)
+      return bad_env("UMRT_HOST_MEMORY", v, "a byte count such as 8G (at least 4M)");
+    if (c->host_memory < kMinHostMemory) return bad_env("UMRT_HOST_MEMORY", v, "at least 4M");
+  }
+  if (c->host_memory != 0 && c->host_memory < kMinHostMemory)
+    return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_config.host_memory %llu is below 4 MiB (0: no budget)",
+                     static_cast<unsigned long long>(c->host_memory));
   if (c->sim_bandwidth_gbps == 0 && (v = std::getenv("UMRT_SIM_BANDWIDTH")) && *v) {
     char *end = nullptr;
     double d = std::strtod(v, &end);

@@ -21,5 +21,6 @@ uint32_t default_copy_threads();
 
 constexpr uint64_t kSimDefaultDeviceMemory = uint64_t{4} << 30;
 constexpr uint64_t kDefaultHostPool = uint64_t{256} << 20;  // docs/design.md, "Host pages kept for reuse"
+constexpr uint64_t kMinHostMemory = uint64_t{4} << 20;     // UMRT_HOST_MEMORY floor: a few blocks
 
 }  // namespace umrt::rt

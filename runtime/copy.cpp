@@ -55,6 +55,21 @@ int read_file_run(Batch &b, char *stage, size_t i, size_t j, size_t *ok) {
   return rc;
 }
 
+// Pages [i, j) of an anonymous batch read from the swap file into stage + i pages. ok[k]: page k
+// read. Returns 0 or the first error (tagged).
+int read_swap_run(Batch &b, char *stage, size_t i, size_t j, bool *ok) {
+  uint64_t slots[kBlockPages];
+  bool want[kBlockPages];
+  for (size_t k = 0; k < b.n; ++k) {
+    want[k] = k >= i && k < j;
+    slots[k] = want[k] ? entry::frame(b.src[k]) : 0;
+  }
+  uint64_t got = 0;
+  const int rc = b.rt->swap.read(slots, want, b.n, stage, ok, &got);
+  b.rt->stats.add(b.rt->stats.bytes_from_storage, got);
+  return rc;
+}
+
 void drop(Batch &b, size_t i, size_t j) {
   for (size_t k = i; k < j; ++k) {
     b.src[k] &= ~entry::MIGRATE;
@@ -156,7 +171,10 @@ void copy_to_device(Batch &b) {
   char *const host0 = b.r->addr(b.first);
   // A file range's NONE pages are in its file: read into staging (page i at stage + i pages)
   // and copied from there, never mapped on the host.
-  char *const stage = b.r->file() ? file_staging() : nullptr;
+  // (SWAP pages the same way: read from the swap file into staging.)
+  bool any_swap = false;
+  for (size_t i = 0; i < b.n && !any_swap; ++i) any_swap = sel(b, i) && entry::loc(b.src[i]) == Loc::SWAP;
+  char *const stage = b.r->file() || any_swap ? file_staging() : nullptr;
   auto staged = [&](const void *p) {
     return stage && static_cast<const char *>(p) >= stage && static_cast<const char *>(p) < stage + kBlockSize;
   };
@@ -167,13 +185,28 @@ void copy_to_device(Batch &b) {
       ++i;
       continue;
     }
-    const bool none = entry::loc(b.src[i]) == Loc::NONE;
+    const Loc l = entry::loc(b.src[i]);
+    const bool none = l == Loc::NONE;
     size_t j = i;
-    while (j < b.n && sel(b, j) && (entry::loc(b.src[j]) == Loc::NONE) == none) {
+    while (j < b.n && sel(b, j) && entry::loc(b.src[j]) == l) {
       b.dst[j] = entry::make(Loc::DEVICE, b.r->frame(b.first + j, chunk)) | entry::MIGRATE;
       ++j;
     }
-    if (none && b.r->file()) {
+    if (l == Loc::SWAP) {
+      // In the swap file: read into staging (one submission), copied from there.
+      bool ok[kBlockPages] = {};
+      const int rc = stage ? read_swap_run(b, stage, i, j, ok) : -ENOMEM;
+      for_runs(j - i, [&](size_t k) { return ok[i + k]; }, [&](size_t a, size_t z) {
+        ops[nops++] = {CopyOp::H2D, stage + (i + a) * kPageSize, b.r->dev_addr(b.first + i + a), (z - a) * kPageSize, 0, 0};
+      });
+      size_t in = 0;
+      for (size_t k = i; k < j; ++k) {
+        if (!ok[k]) drop(b, k, k + 1);
+        in += ok[k];
+      }
+      rt.stats.add(rt.stats.swap_ins, in);
+      if (rc) b.fail(rc);
+    } else if (none && b.r->file()) {
       size_t ok = 0;
       const int rc = read_file_run(b, stage, i, j, &ok);
       if (ok) ops[nops++] = {CopyOp::H2D, stage + i * kPageSize, b.r->dev_addr(b.first + i), ok * kPageSize, 0, 0};
@@ -233,11 +266,24 @@ void copy_to_host(Batch &b) {
       b.dst[j] = entry::make(Loc::HOST) | entry::MIGRATE;
       ++j;
     }
-    if (l == Loc::NONE) {
-      // A file range's NONE pages are in its file: read into staging first (outside the gate:
-      // I/O takes long), then mapped like zeros would be.
+    if (l == Loc::SWAP || l == Loc::NONE) {
+      // A file range's NONE pages are in its file, SWAP pages in the swap file: read into
+      // staging first (outside the gate: I/O takes long), then mapped like zeros would be.
       const char *from = nullptr;
-      if (b.r->file()) {
+      if (l == Loc::SWAP) {
+        char *stage = file_staging();
+        bool ok[kBlockPages] = {};
+        const int rc = stage ? read_swap_run(b, stage, i, j, ok) : -ENOMEM;
+        if (rc) b.fail(rc);
+        size_t good = 0;
+        while (i + good < j && ok[i + good]) ++good;  // the first pages read are mapped, the rest restored
+        if (!good) {
+          i = j;
+          continue;
+        }
+        j = i + good;
+        from = stage + i * kPageSize;
+      } else if (b.r->file()) {
         char *stage = file_staging();
         size_t ok = 0;
         const int rc = read_file_run(b, stage, i, j, &ok);
@@ -268,7 +314,7 @@ void copy_to_host(Batch &b) {
       size_t done = 0;
       // A writable file range's pages come in clean, so write-protected: the first write
       // faults and marks the page DIRTY (fault.cpp serve_wp).
-      int rc = from ? rt.uffd.copy(host0 + i * kPageSize, from, (j - i) * kPageSize, true, &done, b.r->writable())
+      int rc = from ? rt.uffd.copy(host0 + i * kPageSize, from, (j - i) * kPageSize, true, &done, l == Loc::NONE && b.r->writable())
                : b.why == Why::fault_write
                    ? rt.uffd.copy(host0 + i * kPageSize, zero_block(), (j - i) * kPageSize, true, &done)
                    : rt.uffd.zeropage(host0 + i * kPageSize, (j - i) * kPageSize, true, &done);
@@ -280,6 +326,7 @@ void copy_to_host(Batch &b) {
       // restored (NONE: read again by the next access), never said HOST over a hole.
       for (size_t k = 0; k < done / kPageSize; ++k) b.installed[i + k] = true;
       if (!from) zeroed += done / kPageSize;
+      if (l == Loc::SWAP) rt.stats.add(rt.stats.swap_ins, done / kPageSize);
       if (rc == -EAGAIN && b.why != Why::fault && b.why != Why::fault_write)
         b.moved.store(true, std::memory_order_relaxed);
       if (rc) b.fail(rc);

@@ -48,6 +48,10 @@ struct DBlock {
   std::atomic<int> busy{0};  // see above
   bool evicting = false;     // guarded by DevMem::mu_
   std::atomic<uint32_t> resident{0};
+  // The host budget (host_budget.h): pages of this block on the host (HOST entries, GONE ones
+  // until the next count), and when pages last came home to it (its clock).
+  std::atomic<uint32_t> host{0};
+  std::atomic<uint64_t> host_used{0};
   std::list<DBlock *>::iterator lru_it;
   uint64_t span = 0;         // guarded by DevMem::mu_: the prefetch that last filled it
   std::vector<Segment> segs;  // guarded by DevMem::mu_

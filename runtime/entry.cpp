@@ -9,11 +9,9 @@ using namespace entry;
 
 bool entry_valid(uint64_t e, const char **why) {
   const char *w = nullptr;
-  uint64_t l = e & LOC_MASK;
-  if (l > static_cast<uint64_t>(Loc::DEVICE)) w = "location out of range";
-  else if ((e & (MIGRATE | WRITE)) != 0) w = "MIGRATE/WRITE in a state-array entry";
+  if ((e & (MIGRATE | WRITE)) != 0) w = "MIGRATE/WRITE in a state-array entry";
   else if ((e & FLAGS_MASK & ~(LOC_MASK | LOCKED | CANCEL | GONE | DIRTY | FLUSH)) != 0) w = "reserved bits set";
-  else if (loc(e) != Loc::DEVICE && frame(e) != 0) w = "frame set on a page not on the device";
+  else if (loc(e) != Loc::DEVICE && loc(e) != Loc::SWAP && frame(e) != 0) w = "frame set on a page not on the device or in swap";
   else if ((e & CANCEL) && !(e & LOCKED)) w = "CANCEL without LOCKED";
   else if ((e & CANCEL) && loc(e) != Loc::HOST) w = "CANCEL on a page not on the host";
   else if ((e & FLUSH) && !(e & LOCKED)) w = "FLUSH without LOCKED";
@@ -71,6 +69,7 @@ const char *loc_name(Loc l) {
     case Loc::NONE: return "NONE";
     case Loc::HOST: return "HOST";
     case Loc::DEVICE: return "DEVICE";
+    case Loc::SWAP: return "SWAP";
   }
   return "?";
 }

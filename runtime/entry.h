@@ -2,7 +2,9 @@
 // where that page's data is, and the one checked transition function that changes it.
 //
 // Layout (bit 0 = least significant):
-//   [1:0]   location      NONE (never touched, reads as zero) | HOST | DEVICE
+//   [1:0]   location      NONE (never touched, reads as zero; a file range's: still only in
+//                         its file) | HOST | DEVICE | SWAP (an anonymous page the host budget
+//                         pushed out: in the swap file, slot = frame; storage/swap.h)
 //   [2]     LOCKED        a batch or the fault service owns the page (CAS; first locker wins)
 //   [3]     MIGRATE       batch arrays only (src[]/dst[]): this page is being moved
 //   [4]     WRITE         batch arrays only: the source copy may be written (host source)
@@ -18,10 +20,11 @@
 //   [8]     FLUSH         with LOCKED only: the lock is a write-back's; CPU writers wait for it
 //                         (never cancel it)
 //   [11:9]  reserved (zero)
-//   [63:12] frame         device frame number (chunk * 512 + page in chunk) when DEVICE
+//   [63:12] frame         device frame number (chunk * 512 + page in chunk) when DEVICE, swap
+//                         slot when SWAP
 //
 // Invariants of a state-array entry (checked by entry_valid() and the validator):
-//   - location is NONE, HOST or DEVICE; frame != 0 only when DEVICE;
+//   - frame != 0 only when DEVICE or SWAP;
 //   - MIGRATE and WRITE never appear in the state array (they belong to batch arrays);
 //   - CANCEL only while LOCKED, and only on a HOST page; FLUSH only while LOCKED;
 //   - DIRTY only on HOST or DEVICE pages (and, checked by the validator, only in writable file
@@ -35,7 +38,7 @@
 
 namespace umrt::rt {
 
-enum class Loc : uint64_t { NONE = 0, HOST = 1, DEVICE = 2 };
+enum class Loc : uint64_t { NONE = 0, HOST = 1, DEVICE = 2, SWAP = 3 };
 
 namespace entry {
 constexpr uint64_t LOC_MASK = 0x3;

@@ -57,6 +57,9 @@ struct Group {
 // it) and then zeros are mapped: the discarded page reads as zero and the copier goes on.
 // A device->host batch publishes HOST only pages it has already mapped, so an unmapped
 // HOST|LOCKED page always belongs to a host->device batch.
+// A writable file range's discarded page reads as zeros like any other; it is then DIRTY (the
+// zeros are what it holds now: a flush writes them, and a write to the zero page, which takes no
+// write-protect fault, is not lost).
 void serve_host_page(Runtime &rt, Range &r, size_t page) {
   Entry &e = r.entries[page];
   uint64_t old = 0;
@@ -64,6 +67,10 @@ void serve_host_page(Runtime &rt, Range &r, size_t page) {
     if (entry::loc(old) == Loc::HOST) {
       size_t done = 0;
       rt.uffd.zeropage(r.addr(page), kPageSize, true, &done);
+      if (done && r.writable() && !(old & entry::DIRTY)) {
+        uint64_t locked = old | entry::LOCKED;
+        entry_transition(e, locked, locked | entry::DIRTY);  // (only GONE can change meanwhile)
+      }
     }
     entry_unlock(e);
     rt.uffd.wake(r.addr(page), kPageSize);  // mapped now (or moved meanwhile): the thread retries
@@ -77,14 +84,18 @@ void serve_host_page(Runtime &rt, Range &r, size_t page) {
   uint64_t cur = e.load(std::memory_order_acquire);
   // A write-back holds it (storage/writeback.cpp) and reads it, perhaps on this very thread:
   // the discarded page reads as zero, as it would without umrt; nothing to cancel.
+  // The zeros come write-protected: the write-back writes them and leaves the page clean, so
+  // its next write must fault.
   if (entry::locked(cur) && (cur & entry::FLUSH) && entry::loc(cur) == Loc::HOST) {
+    alignas(kPageSize) static const char zeros[kPageSize] = {};
     size_t done = 0;
-    rt.uffd.zeropage(r.addr(page), kPageSize, true, &done);
+    rt.uffd.copy(r.addr(page), zeros, kPageSize, true, &done, true);
     rt.uffd.wake(r.addr(page), kPageSize);
     return;
   }
+  const uint64_t dirty = r.writable() ? entry::DIRTY : 0;
   while (entry::locked(cur) && entry::loc(cur) == Loc::HOST && !(cur & entry::GONE)) {
-    if ((cur & entry::CANCEL) || entry_transition(e, cur, cur | entry::CANCEL)) {
+    if ((cur & entry::CANCEL) || entry_transition(e, cur, cur | entry::CANCEL | dirty)) {
       size_t done = 0;
       rt.uffd.zeropage(r.addr(page), kPageSize, true, &done);  // EEXIST: mapped meanwhile
       rt.uffd.wake(r.addr(page), kPageSize);
@@ -123,7 +134,7 @@ void give_up(Runtime &rt, Range &r, size_t page, int rc) {
   std::string why = rt.backend->take_error_text();
   int prc = rt.uffd.poison(r.addr(page), kPageSize);
   const char *what = io_errno(rc) == -ENODATA ? "lies past the end of its file now (truncated while mapped)"
-                     : is_io_error(rc)         ? "could not be read from its file"
+                     : is_io_error(rc)         ? "could not be read from storage (its file, or the swap file)"
                                                : "its device copy could not be brought back";
   log(Level::error, "page %p: %s (%s%s%s); the faulting thread gets SIGBUS%s", r.addr(page), what,
       strerror(-io_errno(rc)), why.empty() ? "" : ": ", why.c_str(), prc ? " (poisoning failed: it will keep faulting)" : "");
@@ -158,6 +169,7 @@ void serve_group(Runtime &rt, Group &g, FailCounts &fails) {
   st->next = end;
   r.streams_busy.store(false, std::memory_order_release);
   rt.stats.add(rt.stats.fault_groups, 1);
+  rt.budget.throttle();  // far over the host budget: give the reclaim a moment (bounded)
   const int rc = run_batch(rt, r, lo, end - lo, Dir::to_host, g.write ? Why::fault_write : Why::fault, false, nullptr);
   // Faulting pages the batch did not map: HOST pages are duplicates (or discarded copies);
   // pages still locked or still on the device retry through the batch's wake, unless their
@@ -168,7 +180,8 @@ void serve_group(Runtime &rt, Group &g, FailCounts &fails) {
     // (A file range's page still in its file fails the same way when it cannot be read; past
     // the file's end now, truncated while mapped, at once: SIGBUS, as mmap gives.)
     const bool in_file = r.file() && entry::loc(e) == Loc::NONE;
-    const bool failed = rc && rc != -EAGAIN && (entry::loc(e) == Loc::DEVICE || in_file) && !entry::locked(e);
+    const bool failed = rc && rc != -EAGAIN && (entry::loc(e) == Loc::DEVICE || entry::loc(e) == Loc::SWAP || in_file) &&
+                        !entry::locked(e);
     const auto a = reinterpret_cast<uintptr_t>(r.addr(p));
     if (failed) {
       if ((in_file && io_errno(rc) == -ENODATA && page_past_end(r, p)) || fails.failed(a)) {

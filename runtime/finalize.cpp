@@ -116,6 +116,13 @@ void finalize_to_device(Batch &b) {
                log(rc == -ENOENT ? Level::info : Level::error, "un-write-protect at %p failed: %d",
                    b.r->addr(b.first + i), rc);
            });
+  // Swap slots of pages published (read from the swap file) go back while still locked, so that
+  // no one sees a page off its slot with the slot in use, or the other way round.
+  uint64_t slots[kBlockPages];
+  size_t nslots = 0;
+  for (size_t i = 0; i < b.n; ++i)
+    if (published[i] && entry::loc(b.src[i]) == Loc::SWAP) slots[nslots++] = entry::frame(b.src[i]);
+  if (nslots) rt.swap.release(slots, nslots);
   uint32_t npub = 0, copied = 0;
   for (size_t i = 0; i < b.n; ++i) {
     if (!(b.src[i] & entry::LOCKED)) continue;
@@ -131,6 +138,7 @@ void finalize_to_device(Batch &b) {
   }
   b.published = npub;
   if (npub) b.db->resident.fetch_add(npub, std::memory_order_acq_rel);
+  rt.budget.sub(b.db, copied);  // those host pages are gone
   // Pages that moved: a copy whose page was then cancelled or could not be released is not counted.
   rt.stats.add(rt.stats.pages_to_device, copied);
   rt.stats.add(rt.stats.bytes_to_device, uint64_t{copied} * kPageSize);
@@ -138,7 +146,13 @@ void finalize_to_device(Batch &b) {
 
 void finalize_to_host(Batch &b) {
   Entry *ents = b.r->entries.get();
-  uint32_t npub = 0, freed = 0;
+  uint32_t npub = 0, freed = 0, home = 0;
+  uint64_t slots[kBlockPages];  // (released while the pages are still locked, as to_device)
+  size_t nslots = 0;
+  for (size_t i = 0; i < b.n; ++i)
+    if ((b.src[i] & entry::LOCKED) && (b.dst[i] & entry::MIGRATE) && entry::loc(b.src[i]) == Loc::SWAP)
+      slots[nslots++] = entry::frame(b.src[i]);
+  if (nslots) b.rt->swap.release(slots, nslots);
   for (size_t i = 0; i < b.n; ++i) {
     if (!(b.src[i] & entry::LOCKED)) continue;
     Entry &e = ents[b.first + i];
@@ -150,6 +164,7 @@ void finalize_to_host(Batch &b) {
       while (!entry_transition(e, cur, entry::with_loc(cur, to))) {
       }
       ++npub;
+      home += to == Loc::HOST;
       if (entry::loc(b.src[i]) == Loc::DEVICE) ++freed;
     } else {
       entry_unlock(e);
@@ -158,6 +173,7 @@ void finalize_to_host(Batch &b) {
   }
   b.published = npub;
   if (freed) b.db->resident.fetch_sub(freed, std::memory_order_acq_rel);
+  b.rt->budget.add(b.db, home);
 }
 
 }  // namespace

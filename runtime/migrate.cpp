@@ -113,6 +113,7 @@ int migrate_lane(Runtime &rt, Range &r, size_t first, size_t end, Dir dir, Why w
                               (why == Why::prefetch && r.file()))) {
       // Pages held by another batch or the fault service are retried until that owner is done:
       // a synchronous prefetch promises the whole span (collect itself never waits).
+      if (dir == Dir::to_host && why == Why::prefetch) rt.budget.throttle();
       for (unsigned attempt = 0;; ++attempt) {
         uint32_t skipped = 0;
         int rc = run_batch(rt, r, p, stop - p, dir, why, false, &skipped, span);

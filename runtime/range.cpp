@@ -14,6 +14,7 @@ namespace umrt::rt {
 Range::~Range() {
   if (file_fd >= 0) close(file_fd);
   if (file_fd_tail >= 0) close(file_fd_tail);
+  if (tail_fd_late.load() >= 0) close(tail_fd_late.load());
   for (DBlock *b = blocks_made.load(); b;) {
     DBlock *next = b->next_made;
     delete b;

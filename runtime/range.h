@@ -65,6 +65,7 @@ struct Range : std::enable_shared_from_this<Range> {
   // a page (O_DIRECT writes whole blocks only).
   bool file_writable = false;
   int file_fd_tail = -1;
+  std::atomic<int> tail_fd_late{-1};  // owned: the same, opened when a truncation needed one
   bool writable() const { return file_writable; }
   // Write-backs running on this range (umrt_flush): a page they cleaned may still be only in the
   // page cache until their fdatasync, so nothing may drop its host copy meanwhile.

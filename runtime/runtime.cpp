@@ -73,12 +73,18 @@ umrt_status Runtime::start(const umrt_config &c) {
   }
   if (cfg.device_pool == 0) cfg.device_pool = cap / 4;
   devmem.init(backend.get(), &evict_pages, this, cfg.device_pool);
+  // Kept host pages are host memory too: with a budget, the pool is at most an eighth of it.
+  if (cfg.host_memory && cfg.host_pool > cfg.host_memory / 8) cfg.host_pool = cfg.host_memory / 8;
   if (int prc = host_pool.init(&uffd, cfg.host_pool))
     log(Level::warn, "host page pool of %llu MiB: %s; pages are freed and allocated instead",
         static_cast<unsigned long long>(cfg.host_pool >> 20), strerror(-prc));
   // Two: enough for two multi-block prefetches at once to get their second lane; a third runs
   // its lanes one after the other (docs/design.md, "Two lanes for long spans").
   if (lanes.start(2)) return set_error(UMRT_ERROR_OUT_OF_MEMORY, "lane threads: no thread to be had");
+  if (int brc = budget.start(this, cfg.host_memory))
+    return set_error(UMRT_ERROR_OUT_OF_MEMORY, "host budget: reclaim thread: %s", strerror(-brc));
+  if (cfg.host_memory)
+    log(Level::info, "host budget %llu MiB (reclaim to storage past it)", static_cast<unsigned long long>(cfg.host_memory >> 20));
   rc = faults.start(this, cfg.fault_threads);
   if (rc) return set_error(UMRT_ERROR_NOT_SUPPORTED, "fault service: %s", strerror(-rc));
   log(Level::info, "started: backend %s, device memory %llu MiB, %u copy engines, %u fault threads%s", backend->name(),
@@ -90,6 +96,15 @@ umrt_status Runtime::start(const umrt_config &c) {
 void Runtime::retire(Range &r) {
   while (r.inflight.load(std::memory_order_acquire) != 0)
     std::this_thread::sleep_for(std::chrono::microseconds(20));
+  // Host pages stop counting; pages in the swap file give their slots back.
+  std::vector<uint64_t> slots;
+  r.each_block([&](DBlock &b) { budget.forget(&b); });
+  if (swap.on())
+    r.for_each_used_page([&](size_t p) {
+      const uint64_t e = r.entries[p].load(std::memory_order_acquire);
+      if (entry::loc(e) == Loc::SWAP) slots.push_back(entry::frame(e));
+    });
+  if (!slots.empty()) swap.release(slots.data(), slots.size());
   devmem.teardown_range(r);
 }
 
@@ -190,6 +205,7 @@ int Runtime::bring_home(const Range **failed) {
 std::vector<RangePtr> Runtime::stop() {
   // Ranges become plain host memory: device memory freed, userfaultfd unregistered. The caller
   // brought every page home first (bring_home); whatever is still on the device is lost.
+  budget.stop();  // nothing leaves for storage any more (shutdown brought it all home)
   std::vector<RangePtr> left = ranges.snapshot();
 #if UMRT_DEBUG_CHECKS
   // A pass over every block used: only where invariants are checked (callers hold g_life
@@ -211,6 +227,7 @@ std::vector<RangePtr> Runtime::stop() {
   faults.stop();
   devmem.shutdown();
   host_pool.stop();
+  swap.close();
   backend.reset();
   user_read_guard_remove();
   uffd.close();

@@ -9,9 +9,11 @@
 
 #include "backend.h"
 #include "devmem.h"
+#include "host_budget.h"
 #include "host_pool.h"
 #include "lanes.h"
 #include "range.h"
+#include "storage/swap.h"
 #include "trace.h"
 #include "uffd.h"
 
@@ -22,7 +24,7 @@ struct Stats {
       pages_to_device{0}, pages_to_host{0}, zero_fills{0}, pages_restored{0},
       pages_skipped_locked{0}, fault_groups{0}, write_faults{0}, write_cancels{0},
       pages_selected{0}, ns_collect{0}, ns_unmap{0}, ns_copy{0}, ns_finalize{0}, bytes_from_storage{0},
-      bytes_to_storage{0};
+      bytes_to_storage{0}, swap_outs{0}, swap_ins{0}, pages_dropped_clean{0};
   void add(std::atomic<uint64_t> &c, uint64_t v) { c.fetch_add(v, std::memory_order_relaxed); }
 };
 
@@ -82,6 +84,8 @@ struct Runtime {
   RangeTable ranges;
   DevMem devmem;
   HostPool host_pool;  // host pages that left for the device, kept for the next ones home
+  HostBudget budget;   // host pages held, and the reclaim thread (UMRT_HOST_MEMORY)
+  SwapFile swap;       // where anonymous pages go past the budget (opened on first use)
   FaultService faults;
   Lanes lanes;  // second lanes of multi-block spans (migrate.cpp)
   Stats stats;

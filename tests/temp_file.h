@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -70,6 +71,18 @@ class FileRangeTest : public UmrtTest {
   }
   std::string skip_;
 };
+
+// Files mapped UMRT_MAP_READ | UMRT_MAP_WRITE unless told otherwise.
+class WritableFileRangeTest : public FileRangeTest {
+ protected:
+  unsigned DefaultFlags() const override { return UMRT_MAP_READ | UMRT_MAP_WRITE; }
+};
+
+// The size of the file at path now (-1: none).
+inline off_t file_size(const char *path) {
+  struct stat st{};
+  return stat(path, &st) == 0 ? st.st_size : -1;
+}
 
 // Map into var, or skip the test where io_uring is refused.
 #define MAP_OR_SKIP(var, ...)                        \

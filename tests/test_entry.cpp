@@ -58,6 +58,7 @@ TEST(Entry, ValidEntries) {
       kNone | LOCKED, kHost | LOCKED, dev(3) | LOCKED,
       kHost | LOCKED | CANCEL,
       kNone | GONE, kHost | GONE, dev(3) | GONE, kHost | GONE | LOCKED | CANCEL, dev(3) | GONE | LOCKED,
+      uint64_t{3}, uint64_t{3} | (uint64_t{77} << FRAME_SHIFT), uint64_t{3} | LOCKED | GONE,  // SWAP, slot 0 / 77
   };
   for (uint64_t e : valid) {
     const char *why = "not cleared";
@@ -69,8 +70,7 @@ TEST(Entry, ValidEntries) {
 
 TEST(Entry, InvalidEntries) {
   const uint64_t invalid[] = {
-      uint64_t{3},                       // location out of range
-      uint64_t{3} | LOCKED,
+      uint64_t{3} | DIRTY,               // DIRTY on a page in swap (anonymous ranges only)
       kHost | MIGRATE,                   // batch-only flags
       kHost | WRITE,
       dev(2) | MIGRATE | LOCKED,
@@ -140,6 +140,10 @@ TEST(Entry, AllowedTransitions) {
       {kHost | LOCKED, dev(3) | LOCKED | DIRTY, "publish to the device dirty"},
       {dev(3) | DIRTY | LOCKED, kHost | DIRTY | LOCKED, "publish home keeping DIRTY"},
       {dev(3) | DIRTY | LOCKED, kNone, "publish NONE dropping DIRTY"},
+      // the host budget: anonymous pages to the swap file and back
+      {kHost | LOCKED, uint64_t{3} | (uint64_t{9} << FRAME_SHIFT) | LOCKED, "publish HOST->SWAP keeping the lock"},
+      {uint64_t{3} | (uint64_t{9} << FRAME_SHIFT) | LOCKED, kHost | LOCKED, "publish SWAP->HOST"},
+      {uint64_t{3} | (uint64_t{9} << FRAME_SHIFT) | LOCKED, dev(4) | LOCKED, "publish SWAP->DEVICE"},
   };
   for (const Transition &t : allowed) {
     const char *why = "not cleared";
@@ -171,7 +175,6 @@ TEST(Entry, DisallowedTransitions) {
       {kHost | LOCKED, kHost | MIGRATE, "MIGRATE into the state array"},
       {kHost | LOCKED, dev(2) | WRITE, "WRITE into the state array"},
       {kHost | MIGRATE, kHost | LOCKED, "from an invalid entry"},
-      {uint64_t{3}, uint64_t{3} | LOCKED, "invalid location"},
       {kHost | LOCKED, kHost | (uint64_t{1} << FRAME_SHIFT), "unlock to HOST with a frame"},
       {kHost | LOCKED, kHost | DIRTY, "unlock setting DIRTY"},
       {kHost, kHost | DIRTY, "DIRTY set without the lock"},

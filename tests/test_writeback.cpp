@@ -26,15 +26,7 @@ namespace {
 
 using namespace umrt_test;
 
-off_t file_size(const char *path) {
-  struct stat st{};
-  return stat(path, &st) == 0 ? st.st_size : -1;
-}
-
-class WriteBack : public FileRangeTest {
- protected:
-  unsigned DefaultFlags() const override { return UMRT_MAP_READ | UMRT_MAP_WRITE; }
-};
+using WriteBack = WritableFileRangeTest;
 
 // Random whole-page and sub-page writes from 4 threads, each to its own pages; flushed; the file
 // is then what memory says, byte for byte, read with plain pread.

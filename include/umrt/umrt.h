@@ -93,6 +93,14 @@ typedef struct umrt_config {
                                          freed, none allocated; Linux >= 6.8, else none).
                                          UMRT_HOST_POOL (K/M/G, or none); 0: 256 MiB; below
                                          2 MiB: none. Freed at shutdown                        */
+  uint64_t host_memory;               /* the host-memory budget: bytes of host memory that
+                                         managed pages may hold; past it the coldest blocks
+                                         leave for storage (clean file pages dropped, dirty ones
+                                         written back, anonymous pages to a swap file in
+                                         UMRT_SWAP_DIR, default $TMPDIR or /tmp, unlinked) and
+                                         come back on access. UMRT_HOST_MEMORY (K/M/G);
+                                         0 and unset: no budget; at least 4 MiB. Small
+                                         allocations (< 2 MiB, packed) count but do not leave */
 } umrt_config;
 
 /* Statistics since umrt_init. Fields only ever get appended. */
@@ -120,8 +128,12 @@ typedef struct umrt_stats {
   uint64_t host_pool_pages;   /* host pages kept for reuse now (umrt_config.host_pool); a page
                                  only ever read (the shared zero page) counts without memory   */
   uint64_t host_pages_reused; /* pages that came home into a kept page, not a new one          */
-  uint64_t bytes_from_storage; /* bytes read from files (umrt_map_file)                         */
-  uint64_t bytes_to_storage;   /* bytes written back to files (UMRT_MAP_WRITE)                  */
+  uint64_t bytes_from_storage; /* bytes read from files (umrt_map_file) and the swap file        */
+  uint64_t bytes_to_storage;   /* bytes written back to files (UMRT_MAP_WRITE) and to swap      */
+  uint64_t host_pages;         /* host pages managed ranges hold now (what UMRT_HOST_MEMORY caps) */
+  uint64_t swap_outs;          /* anonymous pages written to the swap file (host budget)        */
+  uint64_t swap_ins;           /* ... read back from it                                         */
+  uint64_t pages_dropped_clean; /* file pages the host budget dropped (the file has them)       */
 } umrt_stats;
 
 /* Fault injection, for tests (sim and cuda backends). */

@@ -110,6 +110,91 @@ int read_file_pages(const Range &r, size_t page, size_t n, char *buf, uint64_t *
   return 0;
 }
 
+namespace {
+// A descriptor that writes bytes off page boundaries: the range's buffered one, else (file_fd
+// buffered already) file_fd, else one opened for the purpose (a truncation ended the file off a
+// page in an O_DIRECT range), kept with the range.
+int tail_fd(const Range &r) {
+  if (r.file_fd_tail >= 0) return r.file_fd_tail;
+  const int fl = fcntl(r.file_fd, F_GETFL);
+  if (fl >= 0 && !(fl & O_DIRECT)) return r.file_fd;
+  const std::string self = "/proc/self/fd/" + std::to_string(r.file_fd);
+  const int fd = open(self.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) return r.file_fd;  // the write fails (EINVAL) and the page stays dirty
+  int expected = -1;
+  if (!const_cast<Range &>(r).tail_fd_late.compare_exchange_strong(expected, fd)) {
+    close(fd);
+    return expected;
+  }
+  return fd;
+}
+}  // namespace
+
+int write_file_pages(const Range &r, size_t page, size_t n, const bool *sel, const char *buf, bool *ok, uint64_t *bytes) {
+  *bytes = 0;
+  for (size_t i = 0; i < n; ++i) ok[i] = false;
+  // Never past the file's end now: truncated while mapped, the pages past the new end are gone
+  // from the file, as with a shared mapping (a write there would make the file grow again).
+  uint64_t size = r.size;
+  struct stat st{};
+  if (fstat(r.file_fd, &st) == 0 && static_cast<uint64_t>(st.st_size) < r.file_off + size) {
+    const uint64_t now = static_cast<uint64_t>(st.st_size) > r.file_off ? static_cast<uint64_t>(st.st_size) - r.file_off : 0;
+    log(Level::warn, "write-back: the file is %llu bytes shorter than the range (truncated while mapped); "
+        "what lies past its end is not written", static_cast<unsigned long long>(size - now));
+    size = now;
+  }
+  IoOp io[kBlockPages + 1];
+  size_t first[kBlockPages + 1], last[kBlockPages + 1];  // each op's pages [first, last)
+  size_t nio = 0;
+  for (size_t i = 0; i < n;) {
+    if (!sel[i]) {
+      ++i;
+      continue;
+    }
+    size_t j = i;
+    while (j < n && sel[j] && j - i < kBlockPages) ++j;
+    const uint64_t at = uint64_t{page + i} * kPageSize;
+    const uint64_t bytes_run = at >= size ? 0 : std::min<uint64_t>((j - i) * kPageSize, size - at);
+    // (O_DIRECT takes whole blocks: a run ending off a page, at the range's or the truncated
+    // file's end, writes its last bytes through the buffered descriptor, or all buffered when
+    // there is none: a truncation can end a range anywhere.)
+    const uint64_t whole = r.file_fd_tail >= 0 || bytes_run % kPageSize == 0 ? bytes_run / kPageSize * kPageSize : 0;
+    auto add = [&](int fd, uint64_t from, uint64_t len) {
+      IoOp &op = io[nio];
+      op.fd = fd;
+      op.write = true;
+      op.buf = const_cast<char *>(buf) + i * kPageSize + from;
+      op.len = len;
+      op.off = r.file_off + at + from;
+      first[nio] = i;
+      last[nio] = j;
+      ++nio;
+    };
+    if (whole) add(r.file_fd, 0, whole);
+    if (whole < bytes_run) add(tail_fd(r), whole, bytes_run - whole);  // last bytes off a page: buffered
+    if (!bytes_run)
+      for (size_t k = i; k < j; ++k) ok[k] = true;  // wholly past the range's bytes: nothing to write
+    i = j;
+  }
+  if (!nio) return 0;
+  int err = 0;
+  Ring *ring = Ring::mine(&err);
+  if (!ring) return io_error(err);
+  ring->run(io, nio);
+  for (size_t k = 0; k < nio; ++k)
+    for (size_t p = first[k]; p < last[k]; ++p) ok[p] = true;
+  int first_error = 0;
+  for (size_t k = 0; k < nio; ++k) {
+    *bytes += io[k].done;
+    if (!io[k].status) continue;
+    for (size_t p = first[k]; p < last[k]; ++p) ok[p] = false;
+    log(Level::warn, "write of %zu bytes at offset %llu of a file range failed: %s; the pages stay dirty", io[k].len,
+        static_cast<unsigned long long>(io[k].off), strerror(-io[k].status));
+    if (!first_error) first_error = io_error(io[k].status);
+  }
+  return first_error;
+}
+
 bool page_past_end(const Range &r, size_t page) {
   struct stat st{};
   return fstat(r.file_fd, &st) == 0 && r.file_off + uint64_t{page} * kPageSize >= static_cast<uint64_t>(st.st_size);

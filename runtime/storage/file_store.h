@@ -29,6 +29,12 @@ char *file_staging();
 // read.
 int read_file_pages(const Range &r, size_t page, size_t n, char *buf, uint64_t *bytes, size_t *ok);
 
+// Write the selected pages of [page, page + n) of a writable file range r from buf (page i at
+// buf + i pages) to its file, runs of them in one ring submission; only bytes the range maps
+// (r.size: the file never grows), its last bytes inside a page through the buffered descriptor.
+// ok[i]: page i written. Returns 0 or the first error (io_error-tagged); *bytes: bytes written.
+int write_file_pages(const Range &r, size_t page, size_t n, const bool *sel, const char *buf, bool *ok, uint64_t *bytes);
+
 // Whether page `page` of r lies wholly past the end of its file now (truncated while mapped).
 bool page_past_end(const Range &r, size_t page);
 

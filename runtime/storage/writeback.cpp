@@ -122,8 +122,11 @@ void wb_copy(WriteBack &w) {
       while (b < j && entry::loc(w.src[b]) == l) ++b;
       if (l == Loc::HOST) {
         if (read_user_pages(stage + a * kPageSize, host0 + a * kPageSize, (b - a) * kPageSize) != 0) {
-          wb_drop(w, a, b);  // unmapped under us: what is left is the user's business
-          w.fail(-EFAULT);
+          // Unreadable (mprotect PROT_NONE, or unmapped under us): not written, still DIRTY.
+          log(Level::warn, "write-back: %zu pages at %p cannot be read (PROT_NONE?); they stay dirty", b - a,
+              host0 + a * kPageSize);
+          wb_drop(w, a, b);
+          w.fail(io_error(-EFAULT));
         }
       } else {
         ops[nops++] = {CopyOp::D2H, stage + a * kPageSize, w.r.dev_addr(w.first + a), (b - a) * kPageSize, 0, 0};
@@ -151,49 +154,10 @@ void wb_copy(WriteBack &w) {
       }
   }
   // The I/O: runs of staged pages, one submission.
-  IoOp io[kBlockPages + 1];
-  size_t nio = 0;
-  const uint64_t size = w.r.size;
-  for_runs(w.n, [&](size_t i) { return w.good[i]; }, [&](size_t i, size_t j) {
-    const uint64_t at = uint64_t{w.first + i} * kPageSize;
-    const uint64_t bytes = std::min<uint64_t>((j - i) * kPageSize, size - at);
-    const uint64_t whole = w.r.file_fd_tail >= 0 ? bytes / kPageSize * kPageSize : bytes;
-    if (whole) {
-      IoOp &op = io[nio++];
-      op.fd = w.r.file_fd;
-      op.write = true;
-      op.buf = stage + i * kPageSize;
-      op.len = whole;
-      op.off = w.r.file_off + at;
-    }
-    if (whole < bytes) {  // the range's last bytes, inside a page: buffered
-      IoOp &op = io[nio++];
-      op.fd = w.r.file_fd_tail;
-      op.write = true;
-      op.buf = stage + i * kPageSize + whole;
-      op.len = bytes - whole;
-      op.off = w.r.file_off + at + whole;
-    }
-  });
-  if (!nio) return;
-  int err = 0;
-  Ring *ring = Ring::mine(&err);
-  if (!ring) {
-    wb_drop(w, 0, w.n);
-    w.fail(io_error(err));
-    return;
-  }
-  ring->run(io, nio);
-  for (size_t k = 0; k < nio; ++k) {
-    w.written += io[k].done;
-    if (!io[k].status) continue;
-    const size_t i = static_cast<size_t>(static_cast<char *>(io[k].buf) - stage) >> kPageShift;
-    const size_t j = std::min(w.n, static_cast<size_t>(pages_of(static_cast<size_t>(static_cast<char *>(io[k].buf) - stage) + io[k].len)));
-    wb_drop(w, i, j);
-    log(Level::warn, "write-back of %zu bytes at offset %llu failed: %s; the pages stay dirty", io[k].len,
-        static_cast<unsigned long long>(io[k].off), strerror(-io[k].status));
-    w.fail(io_error(io[k].status));
-  }
+  bool ok[kBlockPages];
+  const int rc = write_file_pages(w.r, w.first, w.n, w.good, stage, ok, &w.written);
+  for (size_t i = 0; i < w.n; ++i) w.good[i] = w.good[i] && ok[i];
+  if (rc) w.fail(rc);
 }
 
 void wb_finalize(WriteBack &w) {
