@@ -19,7 +19,9 @@ namespace umrt::rt {
 enum class Dir : uint8_t { to_device, to_host };
 // fault_write: the fault group holds a write fault, so NONE pages are materialised writable
 // (UFFDIO_COPY of zeros) instead of as the shared zero page (which the write would then COW).
-enum class Why : uint8_t { prefetch, fault, fault_write, evict, shutdown };
+// readahead: a file range's next block read in by the fault service behind a sequential
+// stream (fault.cpp): only its pages still in the file (NONE) are selected, nothing else moves.
+enum class Why : uint8_t { prefetch, fault, fault_write, evict, shutdown, readahead };
 
 struct Batch {
   Runtime *rt;

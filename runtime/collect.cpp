@@ -29,9 +29,10 @@ void collect(Batch &b) {
       if (b.dir == Dir::to_device)
         want = !gone && l != Loc::DEVICE;
       else
-        want = l == Loc::DEVICE || l == Loc::SWAP ||
+        want = ((l == Loc::DEVICE || l == Loc::SWAP) && b.why != Why::readahead) ||
                (l == Loc::NONE && !gone &&
-                (b.why == Why::fault || b.why == Why::fault_write || (b.why == Why::prefetch && b.r->file())));
+                (b.why == Why::fault || b.why == Why::fault_write ||
+                 ((b.why == Why::prefetch || b.why == Why::readahead) && b.r->file())));
       if (entry::locked(cur)) {
         // Held by another batch: skipped (first locker wins). A prefetch counts it even when
         // it seems to be at the destination already: a DEVICE page locked by a device->host

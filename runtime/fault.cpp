@@ -167,6 +167,12 @@ void serve_group(Runtime &rt, Group &g, FailCounts &fails) {
   st->used = ++r.stream_clock;
   const size_t end = std::min(bend, std::max(hi, lo + st->window));
   st->next = end;
+  // A file range's stream at its full window that reached the block's end: the next block is
+  // read in right after this one (below), while the reader works through this one; the stream
+  // then continues after it. Only pages still in the file move (docs/design.md, "Storage tier").
+  const bool ahead = r.file() && st->window >= wmax && end == bend && bend < r.npages &&
+                     (!rt.budget.on() || rt.budget.pages() + kBlockPages < rt.budget.limit_pages());
+  if (ahead) st->next = r.block_end(bend);
   r.streams_busy.store(false, std::memory_order_release);
   rt.stats.add(rt.stats.fault_groups, 1);
   rt.budget.throttle();  // far over the host budget: give the reclaim a moment (bounded)
@@ -194,6 +200,10 @@ void serve_group(Runtime &rt, Group &g, FailCounts &fails) {
     if (entry::loc(e) == Loc::HOST) serve_host_page(rt, r, p);
     else if (!entry::locked(e)) rt.uffd.wake(r.addr(p), kPageSize);
   }
+  // The read-ahead: the faulting threads are awake already. A reader reaching the block before
+  // it is in waits on its locked pages, as for any batch; errors are left to the fault there.
+  if (ahead && rc == 0 && entry::loc(r.entries[bend].load(std::memory_order_acquire)) == Loc::NONE)
+    run_batch(rt, r, bend, r.block_end(bend) - bend, Dir::to_host, Why::readahead, false, nullptr);
 }
 
 // A write-protect fault. The page is mapped (only present pages take WP faults), and a message

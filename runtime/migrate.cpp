@@ -7,6 +7,7 @@
 
 #include "batch.h"
 #include "remap.h"
+#include "storage/writeback.h"
 #include "threads.h"
 
 namespace umrt::rt {
@@ -19,6 +20,7 @@ const char *why_name(Why w) {
     case Why::fault_write: return "fault_write";
     case Why::evict: return "evict";
     case Why::shutdown: return "shutdown";
+    case Why::readahead: return "readahead";
   }
   return "?";
 }
@@ -173,6 +175,9 @@ int evict_pages(void *ctx, Range &r, size_t first, size_t n) {
   // Pages another owner holds are moving anyway (a fault brings them home) or will be put
   // back; DevMem checks the block's resident count afterwards and picks again if needed.
   uint32_t skipped = 0;
+  // A writable file range's pages go to their file instead when host memory is at its budget.
+  if (r.writable() && rt.budget.on() && rt.budget.pages() + n >= rt.budget.limit_pages())
+    write_back_device_pages(rt, r, first, n);
   return run_batch(rt, r, first, n, Dir::to_host, Why::evict, true, &skipped);
 }
 

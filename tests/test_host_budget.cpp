@@ -167,6 +167,43 @@ TEST_F(HostBudget, FreeAndShutdownWithPagesInSwap) {
   EXPECT_EQ(umrt_free(q), UMRT_SUCCESS);
 }
 
+// Device eviction of a writable file range with host memory at its budget: the device's pages
+// (written there) go to the file straight from the device, not home.
+class HostBudgetSmallDevice : public HostBudget {
+ protected:
+  void Configure(umrt_config &cfg) override {
+    HostBudget::Configure(cfg);
+    cfg.device_memory = 8 * MiB;
+  }
+};
+
+TEST_F(HostBudgetSmallDevice, DeviceEvictionWritesBackToTheFile) {
+  void *ballast = nullptr;  // host memory at the budget
+  ASSERT_EQ(umrt_malloc(&ballast, kBudget), UMRT_SUCCESS);
+  std::memset(ballast, 1, kBudget);
+  const size_t bytes = 16 * MiB;
+  TempFile f(bytes, 50);
+  MAP_OR_SKIP(p, f.path(), 0, 0, UMRT_MAP_READ | UMRT_MAP_WRITE);
+  auto *c = static_cast<uint8_t *>(p);
+  std::vector<uint8_t> mine(kBlock);
+  const umrt_stats a = get_stats();
+  for (size_t b = 0; b < bytes / kBlock; ++b) {  // each block to the device and written there
+    ASSERT_EQ(umrt_prefetch(c + b * kBlock, kBlock, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
+    std::memset(mine.data(), static_cast<int>(0x40 + b), kBlock);
+    ASSERT_TRUE(dev_write(dev(c + b * kBlock), mine.data(), kBlock));
+  }
+  const umrt_stats b = get_stats();
+  EXPECT_GT(b.evictions, a.evictions);
+  EXPECT_GT(b.bytes_to_storage - a.bytes_to_storage, 0u) << "evicted device pages did not go to the file";
+  EXPECT_GT(count_pages_at(p, bytes, UMRT_LOCATION_STORAGE), 0u) << "evicted pages came home instead";
+  ASSERT_EQ(umrt_flush(p, bytes), UMRT_SUCCESS) << last_error();
+  const std::vector<uint8_t> disk = f.on_disk();
+  for (size_t k = 0; k < bytes; k += 512) ASSERT_EQ(disk[k], 0x40 + k / kBlock) << "file byte " << k;
+  for (size_t k = 0; k < bytes; k += 512) ASSERT_EQ(c[k], 0x40 + k / kBlock) << "memory byte " << k;
+  EXPECT_EQ(umrt_free(p), UMRT_SUCCESS) << last_error();
+  EXPECT_EQ(umrt_free(ballast), UMRT_SUCCESS);
+}
+
 // No swap file to be had (UMRT_SWAP_DIR names no directory): anonymous pages stay on the host.
 class HostBudgetNoSwapDir : public HostBudget {
  protected:

@@ -50,6 +50,39 @@ TEST_F(Storage, CpuReadsTheFile) {
   EXPECT_EQ(umrt_free(p), UMRT_SUCCESS) << last_error();
 }
 
+// A sequential reader of a file gets the next block read ahead once its window is full (it is
+// in host memory before the reader gets there); read-ahead moves only pages still in the file,
+// never a block the user put on the device; a random reader gets none.
+TEST_F(Storage, SequentialReadsReadTheNextBlockAhead) {
+  const size_t bytes = 8 * MiB;
+  TempFile f(bytes, 12);
+  MAP_OR_SKIP(p, f.path(), 0, 0);
+  auto *c = static_cast<uint8_t *>(p);
+  EXPECT_EQ(std::memcmp(c, f.data(), kBlock), 0);  // block 0, in order
+  auto home_soon = [](const void *at) {
+    for (int i = 0; i < 1000 && location_of(at) != UMRT_LOCATION_HOST; ++i) usleep(1000);
+    return location_of(at) == UMRT_LOCATION_HOST;
+  };
+  EXPECT_TRUE(home_soon(c + kBlock)) << "block 1 was not read ahead";
+  EXPECT_TRUE(home_soon(c + 2 * kBlock - kPage));
+  EXPECT_EQ(location_of(c + 2 * kBlock), UMRT_LOCATION_STORAGE) << "read ahead more than one block";
+  EXPECT_EQ(std::memcmp(c, f.data(), bytes), 0);
+  EXPECT_EQ(umrt_free(p), UMRT_SUCCESS) << last_error();
+
+  MAP_OR_SKIP(q, f.path(), 0, 0);
+  auto *d = static_cast<uint8_t *>(q);
+  ASSERT_EQ(umrt_prefetch(d + kBlock, kBlock, UMRT_LOCATION_DEVICE, nullptr), UMRT_SUCCESS) << last_error();
+  EXPECT_EQ(std::memcmp(d, f.data(), kBlock), 0);
+  usleep(20000);
+  EXPECT_TRUE(all_pages_at(d + kBlock, kBlock, UMRT_LOCATION_DEVICE)) << "read-ahead took the device's block";
+  const volatile uint8_t *v = d + 3 * kBlock + 8 * kPage;  // a lone access: window 4, no read-ahead
+  (void)*v;
+  usleep(20000);
+  EXPECT_EQ(location_of(d + 3 * kBlock + 100 * kPage), UMRT_LOCATION_STORAGE);
+  EXPECT_EQ(std::memcmp(d, f.data(), bytes), 0);
+  EXPECT_EQ(umrt_free(q), UMRT_SUCCESS) << last_error();
+}
+
 TEST_F(Storage, PrefetchToTheDeviceStreamsWithoutAHostCopy) {
   const size_t bytes = 8 * MiB;
   TempFile f(bytes, 2);

@@ -1,11 +1,13 @@
 // test_trace.cpp — what explains a benchmark: per-step times and pages per batch in umrt_stats,
-// and the UMRT_TRACE Chrome trace of batches and their protocol steps.
+// and the UMRT_TRACE Chrome trace of batches and their protocol steps, storage ones included.
 #include <gtest/gtest.h>
 #include <umrt/umrt.h>
 
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 #include <unistd.h>
 
 #include "test_util.h"
@@ -87,6 +89,56 @@ TEST(Trace, ChromeTraceOfBatchesAndSteps) {
   EXPECT_EQ(count_of(t, "\"ph\":\"X\""), 5 * (to_dev + to_host));
   EXPECT_NE(t.find("\"why\":\"prefetch\""), std::string::npos);
   EXPECT_NE(t.find("\"why\":\"fault\""), std::string::npos);
+}
+
+// The storage tier's batches: reads of a file and of the swap file inside their batches, and
+// the write-back and spill batches of their own (category "storage").
+TEST(Trace, StorageBatchesAreTraced) {
+  umrt_shutdown();
+  char path[] = "/tmp/umrt-trace-XXXXXX";
+  int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  close(fd);
+  char file[] = "/tmp/umrt-trace-file-XXXXXX";
+  int ffd = mkstemp(file);
+  ASSERT_GE(ffd, 0);
+  std::vector<uint8_t> bytes(4 * MiB, 7);
+  ASSERT_EQ(pwrite(ffd, bytes.data(), bytes.size(), 0), static_cast<ssize_t>(bytes.size()));
+  close(ffd);
+  {
+    ScopedEnv env("UMRT_TRACE", path);
+    umrt_config cfg{};
+    cfg.backend = UMRT_BACKEND_SIM;
+    cfg.device_memory = 64 * MiB;
+    cfg.host_memory = 8 * MiB;
+    umrt_status st = umrt_init(&cfg);
+    if (st == UMRT_ERROR_NOT_SUPPORTED) {
+      unlink(path);
+      unlink(file);
+      GTEST_SKIP() << "userfaultfd unavailable: " << last_error();
+    }
+    ASSERT_EQ(st, UMRT_SUCCESS) << last_error();
+    void *p = nullptr;
+    ASSERT_EQ(umrt_map_file(file, 0, 0, UMRT_MAP_READ | UMRT_MAP_WRITE, &p), UMRT_SUCCESS) << last_error();
+    std::memset(p, 1, 4 * MiB);  // read from the file, then written
+    ASSERT_EQ(umrt_flush(p, 4 * MiB), UMRT_SUCCESS) << last_error();
+    Managed m(24 * MiB);  // 3x the budget: to the swap file and back
+    ASSERT_TRUE(m);
+    fill_pattern(m.get(), m.bytes(), 3);
+    EXPECT_TRUE(check_pattern(m.get(), m.bytes(), 3));
+    m = Managed();
+    ASSERT_EQ(umrt_free(p), UMRT_SUCCESS);
+    ASSERT_EQ(umrt_shutdown(), UMRT_SUCCESS);
+  }
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  const std::string t = ss.str();
+  unlink(path);
+  unlink(file);
+  for (const char *name : {"read file", "write-back", "spill to swap", "read swap"})
+    EXPECT_GE(count_of(t, std::string("\"name\":\"") + name + "\""), 1u) << name;
+  EXPECT_NE(t.find("\"cat\":\"storage\""), std::string::npos);
 }
 
 TEST(Trace, UnwritableTraceFileIsRefused) {

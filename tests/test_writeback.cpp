@@ -284,6 +284,27 @@ TEST_F(WriteBack, ReadOnlyFileSystemIsRefusedForWrite) {
   rmdir(dir);
 }
 
+// UMRT_MAP_WRITE on a file the caller may read but not write (as an unprivileged user: root
+// passes permissions): INVALID_VALUE saying so; read-only still maps. In a fresh process.
+void map_read_only_file_for_write(const char *path) {
+  if (geteuid() == 0 && setuid(65534) != 0) _exit(2);
+  void *p = reinterpret_cast<void *>(0x1);
+  if (umrt_map_file(path, 0, 0, UMRT_MAP_READ | UMRT_MAP_WRITE, &p) != UMRT_ERROR_INVALID_VALUE) _exit(3);
+  if (!std::strstr(umrt_last_error(), "cannot be opened for writing")) _exit(4);
+  if (p != reinterpret_cast<void *>(0x1)) _exit(5);
+  if (umrt_map_file(path, 0, 0, UMRT_MAP_READ, &p) != UMRT_SUCCESS) _exit(6);
+  if (umrt_free(p) != UMRT_SUCCESS) _exit(7);
+  _exit(0);
+}
+
+TEST_F(WriteBack, FileOpenedReadOnlyIsRefusedForWrite) {
+  TempFile f(MiB, 32);
+  ASSERT_EQ(chmod(f.path(), 0444), 0);
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(map_read_only_file_for_write(f.path()), ::testing::ExitedWithCode(0), "")
+      << "2: setuid, 3: not INVALID_VALUE, 4: message, 5: ptr written, 6/7: read-only map/free";
+}
+
 // ---- kill -9 ---------------------------------------------------------------------------------
 //
 // A child writes whole pages from 3 threads (word k of page p holds p, a version and k), a 4th

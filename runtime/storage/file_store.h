@@ -10,6 +10,7 @@
 namespace umrt::rt {
 
 struct Range;
+class Ring;
 
 // Open `path` for a file range over [offset, offset + *size) (*size 0: to the end of
 // the file; set to what is mapped). Returns the fd, or -errno with *why saying what is wrong
@@ -21,6 +22,9 @@ int open_file_range(const char *path, uint64_t offset, uint64_t *size, bool writ
 
 // This thread's staging buffer: 2 MiB (one batch), page aligned; nullptr when out of memory.
 char *file_staging();
+// This thread's ring (Ring::mine) with its staging buffer registered (fixed buffer 0), where the
+// kernel takes it: ops on staging then skip the per-op page pinning. nullptr (*err) as mine().
+Ring *storage_ring(int *err);
 
 // Read pages [page, page + n) of r into buf: the file's bytes, zeros after the last byte the
 // range maps (r.size). Returns 0, or -errno: the read failed, or the file is shorter now than

@@ -69,6 +69,7 @@ int Ring::init(unsigned entries) {
   }
   ring_ = r;
   entries_ = entries;
+  buffers_refused = false;
   return 0;
 }
 
@@ -83,7 +84,15 @@ int Ring::register_buffers(void *const *bases, const size_t *lens, unsigned n) {
   int rc = io_uring_register_buffers(ring_, iov.data(), n);
   if (rc < 0) return rc;
   nbufs_ = n;
+  for (unsigned i = 0; i < n && i < 4; ++i) bufs_[i] = {static_cast<const char *>(bases[i]), lens[i]};
   return 0;
+}
+
+int Ring::fixed_index(const void *p, size_t len) const {
+  const char *c = static_cast<const char *>(p);
+  for (unsigned i = 0; i < nbufs_ && i < 4; ++i)
+    if (c >= bufs_[i].base && c + len <= bufs_[i].base + bufs_[i].len) return static_cast<int>(i);
+  return -1;
 }
 
 void Ring::inject(IoInject kind, uint64_t nth, uint64_t count) {

@@ -58,6 +58,10 @@ class Ring {
   // (e.g. memory the kernel cannot pin); ops then go without (buf_index ignored).
   int register_buffers(void *const *bases, const size_t *lens, unsigned n);
   bool has_buffers() const { return nbufs_ > 0; }
+  // The caller tried register_buffers on this ring (instance) and was refused: not again.
+  bool buffers_refused = false;
+  // The registered buffer holding [p, p + len), or -1 (then the op goes unregistered).
+  int fixed_index(const void *p, size_t len) const;
 
   void inject(IoInject kind, uint64_t nth, uint64_t count = 1);
   uint64_t submits() const { return submits_; }  // io_uring_submit calls so far
@@ -69,6 +73,11 @@ class Ring {
   int run_some(IoOp *ops, size_t n, bool syncs);  // run()'s ops with op.sync == syncs
   int take_injected(const IoOp &op);  // 0, or the result to fake for the next op
   io_uring *ring_ = nullptr;  // owned (heap), torn down with the ring
+  struct Buf {
+    const char *base;
+    size_t len;
+  };
+  Buf bufs_[4] = {};  // what register_buffers registered (the first 4)
   unsigned entries_ = 0;
   unsigned nbufs_ = 0;
   bool fail_submit_ = false;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "../common.h"
+#include "file_store.h"
 #include "ring.h"
 
 namespace umrt::rt {
@@ -110,8 +111,9 @@ int SwapFile::io(bool write, const uint64_t *slots, const bool *sel, size_t n, c
   }
   if (ops.empty()) return 0;
   int err = 0;
-  Ring *ring = Ring::mine(&err);
+  Ring *ring = storage_ring(&err);
   if (!ring) return io_error(err);
+  for (IoOp &op : ops) op.buf_index = ring->fixed_index(op.buf, op.len);
   ring->run(ops.data(), ops.size());
   int first_error = 0;
   for (size_t k = 0; k < ops.size(); ++k) {

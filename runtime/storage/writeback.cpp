@@ -42,7 +42,9 @@ struct WriteBack {
   size_t first, n;
   uint64_t src[kBlockPages];   // the entry locked (unlocked form), 0: not held
   bool good[kBlockPages];      // staged (copy) / written (after the I/O)
-  uint32_t held = 0, skipped = 0;
+  bool drop = false;           // eviction: DEVICE pages only, and once written they leave the
+                               // device (NONE: in the file again)
+  uint32_t held = 0, skipped = 0, dropped = 0;
   uint64_t written = 0;        // bytes written to the file
   int error = 0;
   void fail(int e) {
@@ -66,7 +68,7 @@ void wb_collect(WriteBack &w) {
         if (entry::loc(cur) != Loc::NONE) ++w.skipped;
         break;
       }
-      if (!(cur & entry::DIRTY)) break;
+      if (!(cur & entry::DIRTY) || (w.drop && entry::loc(cur) != Loc::DEVICE)) break;
       if (entry_transition(e, cur, cur | entry::LOCKED | entry::FLUSH)) {
         w.src[i] = cur;
         ++w.held;
@@ -168,6 +170,12 @@ void wb_finalize(WriteBack &w) {
     uint64_t cur = e.load(std::memory_order_acquire);  // only GONE may have changed
     // A page on the device stays DIRTY even when written: a kernel may write it again at any
     // time, unseen (and it comes home writable).
+    if (w.drop && w.good[i]) {  // written: off the device, in the file again
+      while (!entry_transition(e, cur, entry::with_loc(cur, Loc::NONE))) {
+      }
+      ++w.dropped;
+      continue;
+    }
     const bool clean = w.good[i] && entry::loc(cur) == Loc::HOST;
     const uint64_t drop = entry::LOCKED | entry::FLUSH | (clean ? entry::DIRTY : 0);
     while (!entry_transition(e, cur, cur & ~drop)) {
@@ -176,19 +184,26 @@ void wb_finalize(WriteBack &w) {
 }
 
 // One write-back batch over [first, first + n) (inside one block). *skipped: pages to try again.
-int write_back_block(Runtime &rt, Range &r, size_t first, size_t n, uint32_t *skipped) {
+struct WriteBackCount {
+  uint32_t dropped = 0;
+};
+
+int write_back_block(Runtime &rt, Range &r, size_t first, size_t n, uint32_t *skipped, bool drop = false,
+                     WriteBackCount *count = nullptr) {
   DBlock *db = r.dblock(first);
   *skipped = 0;
   if (!db) return 0;  // a block never used holds no page of its own: nothing DIRTY
   r.batches.fetch_add(1);  // seen by an mremap of r (remap.cpp)
   rt.devmem.begin(db, false);
   WriteBack w{rt, r, first, n, {}, {}};
+  w.drop = drop;
   const uint64_t t0 = now_ns();
   wb_collect(w);
   if (w.held) {
     wb_unmap(w);
     wb_copy(w);
     wb_finalize(w);
+    if (w.dropped) db->resident.fetch_sub(w.dropped, std::memory_order_acq_rel);
     rt.stats.add(rt.stats.bytes_to_storage, w.written);
     if (rt.trace.on()) {
       char args[160];
@@ -202,6 +217,7 @@ int write_back_block(Runtime &rt, Range &r, size_t first, size_t n, uint32_t *sk
   if (w.held) rt.uffd.wake(r.addr(first), n * kPageSize);
   batch_done(r);
   *skipped = w.skipped;
+  if (count) count->dropped = w.dropped;
   return w.error;
 }
 
@@ -225,6 +241,14 @@ void redirty(Range &r, size_t first, size_t end) {
 }
 
 }  // namespace
+
+uint32_t write_back_device_pages(Runtime &rt, Range &r, size_t first, size_t n) {
+  if (!r.writable()) return 0;
+  uint32_t skipped = 0;
+  WriteBackCount c;
+  write_back_block(rt, r, first, n, &skipped, true, &c);
+  return c.dropped;
+}
 
 int flush_span(Runtime &rt, Range &r, size_t first, size_t n, bool sync) {
   if (!r.writable()) return 0;

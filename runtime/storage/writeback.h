@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 namespace umrt::rt {
 
@@ -15,5 +16,10 @@ struct Range;
 // for I/O): pages that could not be written stay DIRTY, and after a failed fdatasync every page
 // of the span written back is DIRTY again (the next flush writes it again).
 int flush_span(Runtime &rt, Range &r, size_t first, size_t n, bool sync);
+
+// Device eviction of a writable file range's block when the host budget is full: its DIRTY
+// device pages are written to the file straight from the device and leave it (NONE: in the file
+// again) instead of coming home. Returns the pages that left; the rest come home as usual.
+uint32_t write_back_device_pages(Runtime &rt, Range &r, size_t first, size_t n);
 
 }  // namespace umrt::rt
