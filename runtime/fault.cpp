@@ -229,9 +229,10 @@ void serve_wp(Runtime &rt, Range &r, size_t page) {
         entry_transition(e, locked, locked | entry::DIRTY);  // (only GONE can change meanwhile)
       }
       if (entry::loc(old) == Loc::HOST) rt.uffd.write_protect(r.addr(page), kPageSize, false);
-      // A DEVICE page that is mapped: a stale host copy (a zap that missed it, see remap.cpp);
-      // the device copy is the one: drop the mapping, the writer's retry faults the page home.
-      if (entry::loc(old) == Loc::DEVICE) madvise(r.addr(page), kPageSize, MADV_DONTNEED);
+      // A DEVICE (or SWAP) page that is mapped: a stale host copy (a zap that missed it, see
+      // remap.cpp); the device's (swap file's) copy is the one: drop the mapping, the writer's
+      // retry faults the page home.
+      if (entry::loc(old) == Loc::DEVICE || entry::loc(old) == Loc::SWAP) madvise(r.addr(page), kPageSize, MADV_DONTNEED);
       entry_unlock(e);
     }
     rt.uffd.wake(r.addr(page), kPageSize);  // locked meanwhile: its batch wakes the writer too
@@ -256,10 +257,50 @@ void serve_wp(Runtime &rt, Range &r, size_t page) {
 // `before`: the range table's seq when the fault service woke up. A range created later was
 // mmap()ed after this munmap returned (the munmap waits for its event to be read), so it may
 // sit in the unmapped hole and must not be touched.
+// Pages of [first, end) of r about to go GONE (a partial munmap): host pages stop counting
+// against the host budget, and pages in the swap file give their slots back, now (a whole
+// range's are given back when it is retired). Called before marking them; never waits.
+void forget_unmapped(Runtime &rt, Range &r, size_t first, size_t end) {
+  std::vector<size_t> swapped;
+  for (size_t p = first; p < end; p = r.block_end(p)) {
+    DBlock *db = r.dblock(p);
+    if (!db) continue;  // never used
+    uint32_t host = 0;
+    for (size_t k = p; k < std::min(end, r.block_end(p)); ++k) {
+      const uint64_t e = r.entries[k].load(std::memory_order_acquire);
+      if (e & entry::GONE) continue;
+      host += entry::loc(e) == Loc::HOST;
+      if (entry::loc(e) == Loc::SWAP) swapped.push_back(k);
+    }
+    rt.budget.sub(db, host);
+  }
+  if (swapped.empty()) return;
+  std::vector<uint64_t> slots;
+  std::vector<size_t> held;
+  for (size_t k : swapped) {
+    uint64_t old = 0;
+    if (!entry_try_lock(r.entries[k], &old)) continue;  // a batch has it: it comes home or stays
+    if (entry::loc(old) == Loc::SWAP) {
+      slots.push_back(entry::frame(old));
+      held.push_back(k);
+    } else {
+      entry_unlock(r.entries[k]);
+    }
+  }
+  if (!slots.empty()) rt.swap.release(slots.data(), slots.size());  // (while locked: finalize.cpp)
+  for (size_t k : held) {
+    uint64_t cur = r.entries[k].load(std::memory_order_acquire);
+    while (!entry_transition(r.entries[k], cur, entry::with_loc(cur, Loc::NONE))) {
+    }
+  }
+}
+
 void serve_unmap(Runtime &rt, uintptr_t lo, uintptr_t hi, uint64_t before) {
   for (const RangePtr &r : rt.ranges.overlapping(lo, hi)) {
     if (r->seq > before) continue;
     uintptr_t a = std::max(lo, r->start()), b = std::min(hi, r->start() + r->map_bytes);
+    const bool whole = lo <= r->start() && hi >= r->start() + r->map_bytes;
+    if (!whole && a < b) forget_unmapped(rt, *r, r->page_of(a), std::min(r->npages, r->page_of(b - 1) + 1));
     r->mark_gone(lo, hi);
     if (r->all_gone()) {  // at once or piece by piece (mremap shrinks, partial munmaps)
       log(Level::warn, "managed range %p (%zu bytes) was munmap()ed by the user", (void *)r->start(), r->size);

@@ -81,7 +81,8 @@ void HostBudget::throttle() {
   if (!limit_ || pages() <= hard_) return;
   kick();
   const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(kThrottleMs);
-  while (pages() > hard_ && !stop_.load(std::memory_order_relaxed) && std::chrono::steady_clock::now() < until)
+  while (pages() > hard_ && !stop_.load(std::memory_order_relaxed) && !stalled_.load(std::memory_order_relaxed) &&
+         std::chrono::steady_clock::now() < until)
     std::this_thread::sleep_for(std::chrono::microseconds(200));
 }
 
@@ -94,12 +95,19 @@ void HostBudget::loop() {
     size_t first;
   };
   std::vector<Candidate> cands;
+  // After a pass that freed nothing, the next one waits until more pages came home (a block's
+  // worth) or a second passed: pages that cannot leave are not read and written again and again.
+  uint64_t stalled_pages = 0;
+  auto stalled_until = std::chrono::steady_clock::now();
   while (!stop_.load()) {
     poll(&pfd, 1, 100);
     uint64_t v = 0;
     ssize_t got = read(ev_fd_, &v, sizeof v);
     (void)got;
     kicked_.store(false, std::memory_order_release);
+    if (stalled_.load(std::memory_order_relaxed) && pages() < stalled_pages + kBlockPages &&
+        std::chrono::steady_clock::now() < stalled_until)
+      continue;
     while (!stop_.load() && pages() > low_) {
       // The coldest blocks with host pages (large ranges: a pack's pages belong to many ranges).
       cands.clear();
@@ -110,7 +118,10 @@ void HostBudget::loop() {
             cands.push_back({b.host_used.load(std::memory_order_relaxed), r, b.win_offset / kBlockSize * kBlockPages});
         });
       }
-      if (cands.empty()) break;
+      if (cands.empty()) {  // nothing that can leave (small allocations only)
+        stalled_.store(true, std::memory_order_relaxed);
+        break;
+      }
       const size_t take = std::min<size_t>(cands.size(), 16);
       std::partial_sort(cands.begin(), cands.begin() + static_cast<ptrdiff_t>(take), cands.end(),
                         [](const Candidate &a, const Candidate &b) { return a.used < b.used; });
@@ -124,11 +135,22 @@ void HostBudget::loop() {
         if (lf >= le) continue;
         RangeRef ref = rt.ranges.acquire(reinterpret_cast<uintptr_t>(r.addr(lf)));
         if (ref.get() != &r) continue;
-        freed += spill_block(rt, r, cands[k].first, r.block_end(cands[k].first) - cands[k].first);
+        if (cands[k].used == kRefused) continue;  // mlocked: left alone (see kRefused)
+        DBlock *db = r.dblock(cands[k].first);
+        bool refused = false;
+        const uint32_t left = spill_block(rt, r, cands[k].first, r.block_end(cands[k].first) - cands[k].first, &refused);
+        // A block that kept its pages (written meanwhile, swap full or failing, being flushed) is
+        // taken as just used: the next pass tries colder ones, not it again; one the kernel
+        // refused (mlocked) is not tried again until pages come home to it.
+        if (db && refused) db->host_used.store(kRefused, std::memory_order_relaxed);
+        else if (db && !left) db->host_used.store(clock_.fetch_add(1, std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        freed += left;
       }
       cands.clear();
-      if (!freed) {  // nothing could leave now (held, mlocked, no swap): not a busy loop
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      stalled_.store(!freed, std::memory_order_relaxed);
+      if (!freed) {  // nothing could leave now: not a busy loop
+        stalled_pages = pages();
+        stalled_until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
         break;
       }
     }

@@ -23,6 +23,9 @@ struct Runtime;
 class HostBudget {
  public:
   static constexpr int kThrottleMs = 50;
+  // A block's clock (DBlock::host_used) when the kernel refused to let its pages go (mlock): not
+  // tried again until pages come home to it (add() sets a fresh clock).
+  static constexpr uint64_t kRefused = UINT64_MAX;
 
   // bytes 0: no budget (count only, no thread).
   int start(Runtime *rt, uint64_t bytes);
@@ -40,8 +43,9 @@ class HostBudget {
     return v > 0 ? static_cast<uint64_t>(v) : 0;
   }
   // Called before a batch brings pages home (faults, to-host prefetches): waits, at most
-  // kThrottleMs, while the count is past the hard mark (budget + an eighth). Not on the
-  // reclaim thread.
+  // kThrottleMs, while the count is past the hard mark (budget + an eighth) and the reclaim is
+  // making progress (not when its last pass could free nothing: small allocations, mlocked
+  // pages, a full swap file, a range being flushed). Not on the reclaim thread.
   void throttle();
 
  private:
@@ -52,6 +56,7 @@ class HostBudget {
   std::atomic<int64_t> pages_{0};
   std::atomic<uint64_t> clock_{0};
   std::atomic<bool> kicked_{false};
+  std::atomic<bool> stalled_{false};  // the reclaim's last pass freed nothing
   std::atomic<bool> stop_{false};
   int ev_fd_ = -1;
   std::thread thread_;

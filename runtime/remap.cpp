@@ -96,7 +96,8 @@ void recheck_moved(Range &r) {
   if (lf >= le) return;
   std::vector<unsigned char> vec(kBlockPages);
   r.each_block([&](const DBlock &db) {  // blocks never made hold no device pages
-    if (db.resident.load(std::memory_order_acquire) == 0) return;
+    // (nor swapped ones: those were host pages first, and a block that had some has a clock)
+    if (db.resident.load(std::memory_order_acquire) == 0 && db.host_used.load(std::memory_order_relaxed) == 0) return;
     const size_t b0 = r.packed ? 0 : db.win_offset / kBlockSize * kBlockPages;
     const size_t bf = std::max(b0, lf), be = std::min(r.block_end(b0), le);
     if (bf >= be || mincore(r.addr(bf), (be - bf) * kPageSize, vec.data()) != 0) return;
@@ -105,8 +106,10 @@ void recheck_moved(Range &r) {
       Entry &e = r.entries[p];
       uint64_t old = 0;
       const uint64_t cur = e.load(std::memory_order_acquire);
-      if ((cur & entry::GONE) || entry::loc(cur) != Loc::DEVICE || !entry_try_lock(e, &old)) continue;
-      if (entry::loc(old) == Loc::DEVICE && !(old & entry::GONE)) madvise(r.addr(p), kPageSize, MADV_DONTNEED);
+      // A page in the swap file mapped all the same is as stale as a device page's mapping.
+      auto away = [](uint64_t v) { return entry::loc(v) == Loc::DEVICE || entry::loc(v) == Loc::SWAP; };
+      if ((cur & entry::GONE) || !away(cur) || !entry_try_lock(e, &old)) continue;
+      if (away(old) && !(old & entry::GONE)) madvise(r.addr(p), kPageSize, MADV_DONTNEED);
       entry_unlock(e);
     }
   });

@@ -2,6 +2,8 @@
 // device memory, fault service; on stop every page goes home and every thread is joined.
 #include "runtime.h"
 
+#include "storage/ring.h"
+
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -98,7 +100,16 @@ void Runtime::retire(Range &r) {
     std::this_thread::sleep_for(std::chrono::microseconds(20));
   // Host pages stop counting; pages in the swap file give their slots back.
   std::vector<uint64_t> slots;
-  r.each_block([&](DBlock &b) { budget.forget(&b); });
+  if (!r.packed) {
+    r.each_block([&](DBlock &b) { budget.forget(&b); });
+  } else if (DBlock *pack = r.pack) {  // the pack is shared: only this range's own host pages
+    uint32_t mine = 0;
+    for (size_t p = 0; p < r.npages; ++p) {
+      const uint64_t e = r.entries[p].load(std::memory_order_acquire);
+      mine += entry::loc(e) == Loc::HOST && !(e & entry::GONE);
+    }
+    budget.sub(pack, mine);
+  }
   if (swap.on())
     r.for_each_used_page([&](size_t p) {
       const uint64_t e = r.entries[p].load(std::memory_order_acquire);
@@ -228,6 +239,7 @@ std::vector<RangePtr> Runtime::stop() {
   devmem.shutdown();
   host_pool.stop();
   swap.close();
+  storage_inject_reset();
   backend.reset();
   user_read_guard_remove();
   uffd.close();

@@ -28,6 +28,8 @@
 #include <umrt/umrt.h>
 #include <umrt/umrt.hpp>
 
+#include "sample_util.h"
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -53,34 +55,13 @@
 
 namespace {
 
+using sample::gbps;
+using sample::mib;
+
 using clock_type = std::chrono::steady_clock;
 
 double seconds_since(clock_type::time_point t0) {
   return std::chrono::duration<double>(clock_type::now() - t0).count();
-}
-
-double mib(uint64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); }
-
-// GB/s as 10^9 bytes per second; 0 when nothing was timed.
-double gbps(uint64_t bytes, double s) { return s > 0 ? static_cast<double>(bytes) / s / 1e9 : 0; }
-
-// "256M" -> 256 * 2^20; K/M/G are binary multiples. False on anything else.
-bool parse_bytes(const char *s, uint64_t *out) {
-  if (!s || !*s || *s == '-') return false;
-  char *end = nullptr;
-  unsigned long long v = std::strtoull(s, &end, 10);
-  if (end == s) return false;
-  uint64_t mul = 1;
-  switch (*end) {
-    case '\0': break;
-    case 'k': case 'K': mul = 1ull << 10; ++end; break;
-    case 'm': case 'M': mul = 1ull << 20; ++end; break;
-    case 'g': case 'G': mul = 1ull << 30; ++end; break;
-    default: return false;
-  }
-  if (*end != '\0' || v == 0 || v > UINT64_MAX / mul) return false;
-  *out = v * mul;
-  return true;
 }
 
 constexpr float kScalar = 3.0f;
@@ -244,13 +225,13 @@ int main(int argc, char **argv) {
   for (int i = 1; i < argc; ++i) {
     const char *arg = argv[i];
     const char *val = i + 1 < argc ? argv[i + 1] : nullptr;
-    if (!std::strcmp(arg, "--device-memory") && parse_bytes(val, &device_memory)) {
+    if (!std::strcmp(arg, "--device-memory") && sample::parse_size(val, &device_memory)) {
       ++i;
-    } else if (!std::strcmp(arg, "--size") && parse_bytes(val, &size)) {
+    } else if (!std::strcmp(arg, "--size") && sample::parse_size(val, &size)) {
       ++i;
-    } else if (!std::strcmp(arg, "--chunk") && parse_bytes(val, &chunk_bytes)) {
+    } else if (!std::strcmp(arg, "--chunk") && sample::parse_size(val, &chunk_bytes)) {
       ++i;
-    } else if (!std::strcmp(arg, "--threads") && parse_bytes(val, &threads) && threads <= 1024) {
+    } else if (!std::strcmp(arg, "--threads") && sample::parse_size(val, &threads) && threads <= 1024) {
       ++i;
     } else {
       usage(argv[0]);

@@ -21,6 +21,8 @@
 #include <umrt/umrt.h>
 #include <umrt/umrt.hpp>
 
+#include "sample_util.h"
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -46,34 +48,13 @@
 
 namespace {
 
+using sample::gbps;
+using sample::mib;
+
 using clock_type = std::chrono::steady_clock;
 
 double seconds_since(clock_type::time_point t0) {
   return std::chrono::duration<double>(clock_type::now() - t0).count();
-}
-
-double mib(uint64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); }
-
-// GB/s as 10^9 bytes per second; 0 when nothing was timed.
-double gbps(uint64_t bytes, double s) { return s > 0 ? static_cast<double>(bytes) / s / 1e9 : 0; }
-
-// "64M" -> 64 * 2^20; K/M/G are binary multiples. False on anything else.
-bool parse_count(const char *s, uint64_t *out) {
-  if (!s || !*s || *s == '-') return false;
-  char *end = nullptr;
-  unsigned long long v = std::strtoull(s, &end, 10);
-  if (end == s) return false;
-  uint64_t mul = 1;
-  switch (*end) {
-    case '\0': break;
-    case 'k': case 'K': mul = 1ull << 10; ++end; break;
-    case 'm': case 'M': mul = 1ull << 20; ++end; break;
-    case 'g': case 'G': mul = 1ull << 30; ++end; break;
-    default: return false;
-  }
-  if (*end != '\0' || v == 0 || v > UINT64_MAX / mul) return false;
-  *out = v * mul;
-  return true;
 }
 
 // The values a and b get: small integers, so a + b is exact in float and c can be checked
@@ -241,9 +222,9 @@ int main(int argc, char **argv) {
   for (int i = 1; i < argc; ++i) {
     const char *arg = argv[i];
     const char *val = i + 1 < argc ? argv[i + 1] : nullptr;
-    if (!std::strcmp(arg, "--n") && parse_count(val, &n)) {
+    if (!std::strcmp(arg, "--n") && sample::parse_size(val, &n)) {
       ++i;
-    } else if (!std::strcmp(arg, "--threads") && parse_count(val, &threads) && threads <= 1024) {
+    } else if (!std::strcmp(arg, "--threads") && sample::parse_size(val, &threads) && threads <= 1024) {
       ++i;
     } else {
       usage(argv[0]);

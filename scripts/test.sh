@@ -4,7 +4,8 @@
 #   asan      build-asan/  ctest, ASan + UBSan (-DUMRT_SANITIZE=address)
 #   tsan      build-tsan/  ctest, TSan (-DUMRT_SANITIZE=thread)
 #   consumer  umrt used from outside: find_package(umrt CONFIG) after cmake --install,
-#             add_subdirectory(), and samples/ built standalone against the install
+#             add_subdirectory(), the README's C example with pkg-config, and samples/ built
+#             standalone against the install
 #   fuzz      scripts/fuzz.sh: libFuzzer (clang, build-fuzz/) for UMRT_FUZZ_SECONDS (120)
 #   soak      scripts/soak.sh: umrt-soak for UMRT_SOAK_MINUTES (2) under ASan+UBSan from
 #             build-asan/, then as long under TSan from build-tsan/ (configured here if missing)
@@ -50,8 +51,8 @@ ctest_config() {
   local name="$1" dir="$2" sanitize="$3"
   shift 3
   local t0=$SECONDS
-  log "$name: configure + build in $dir"
-  if ! configure "$root/$dir" -DUMRT_SANITIZE="$sanitize" ||
+  log "$name: configure (cmake --preset $name, CMakePresets.json) + build in $dir"
+  if ! (cd "$root" && cmake --preset "$name" -DUMRT_SANITIZE="$sanitize") ||
      ! cmake --build "$root/$dir" -j "$jobs"; then
     record "$name" FAIL "build failed ($((SECONDS - t0)) s)"
     return
@@ -115,11 +116,25 @@ consumer_subdir() {
     cmake --build "$out/subdir" -j "$jobs" &&
     timeout 600 "$out/subdir/consumer"
 }
+consumer_pkgconfig() {  # the README's C example, built with pkg-config only (no CMake)
+  local body
+  body="$(sed -n '/^## Using it from C$/,/^```$/p' "$root/README.md" | sed -n '/^```c$/,/^```$/p' | sed '1d;$d')"
+  if [[ "$body" != "$(sed '1,3d' "$root/scripts/consumer/pkgconfig/main.c")" ]]; then
+    echo "consumer: scripts/consumer/pkgconfig/main.c differs from the README's C example" >&2
+    return 1
+  fi
+  mkdir -p "$out/pkgconfig" &&
+    # shellcheck disable=SC2046  # the flags are words
+    cc -std=c11 -Wall -Werror -o "$out/pkgconfig/app" "$root/scripts/consumer/pkgconfig/main.c" \
+       $(PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --cflags --libs umrt) &&
+    timeout 600 "$out/pkgconfig/app"
+}
 consumer_samples() {
   cmake -S "$root/samples" -B "$out/samples" -DCMAKE_PREFIX_PATH="$prefix" &&
     cmake --build "$out/samples" -j "$jobs" &&
     timeout 600 "$out/samples/vector_add" --n 4M --threads 2 &&
-    timeout 600 "$out/samples/oversubscribe" --device-memory 16M --chunk 2M --threads 2
+    timeout 600 "$out/samples/oversubscribe" --device-memory 16M --chunk 2M --threads 2 &&
+    timeout 600 "$out/samples/map_file" --size 24M --host-memory 8M
 }
 
 run_consumer() {
@@ -139,11 +154,13 @@ run_consumer() {
   consumer_installed || bad+=(installed)
   log "consumer: add_subdirectory(umrt)"
   consumer_subdir || bad+=(subdir)
+  log "consumer: the README's C example with pkg-config --cflags --libs umrt"
+  consumer_pkgconfig || bad+=(pkg-config)
   log "consumer: samples/ standalone against the install"
   consumer_samples || bad+=(samples)
   rm -rf "$prefix"
   if [[ ${#bad[@]} -eq 0 ]]; then
-    record consumer PASS "find_package, add_subdirectory, standalone samples ($((SECONDS - t0)) s)"
+    record consumer PASS "find_package, add_subdirectory, pkg-config, standalone samples ($((SECONDS - t0)) s)"
   else
     record consumer FAIL "failed: ${bad[*]} ($((SECONDS - t0)) s)"
   fi

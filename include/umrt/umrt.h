@@ -106,7 +106,8 @@ typedef struct umrt_config {
 /* Statistics since umrt_init. Fields only ever get appended. */
 typedef struct umrt_stats {
   uint64_t cpu_faults;        /* userfaultfd page-fault messages served                        */
-  uint64_t bytes_to_device;   /* bytes moved host->device: copied and published (zero-fill excluded) */
+  uint64_t bytes_to_device;   /* bytes moved host->device: copied from host memory and published
+                                 (zero-fill excluded; storage->device: bytes_from_storage)    */
   uint64_t bytes_to_host;     /* bytes copied device->host (zero-fill excluded)                */
   uint64_t evictions;         /* blocks evicted from device memory                             */
   uint64_t batches;           /* protocol runs (collect..finalize)                             */

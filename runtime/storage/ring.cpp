@@ -39,6 +39,12 @@ struct GlobalInject {
 GlobalInject g_inject;
 }  // namespace
 
+void storage_inject_reset() {
+  std::lock_guard g(g_inject.m);
+  for (int i = 0; i < 3; ++i) g_inject.from[i] = g_inject.until[i] = 0;
+  g_inject.armed.store(false);
+}
+
 void storage_inject(IoKind kind, uint64_t nth, uint64_t count) {
   std::lock_guard g(g_inject.m);
   const int i = static_cast<int>(kind);

@@ -37,6 +37,8 @@ enum class IoInject : uint8_t { eio, short_io, eagain, submit };
 // or fdatasync op of any ring fails with -EIO, count times in a row.
 enum class IoKind : uint8_t { read, write, sync };
 void storage_inject(IoKind kind, uint64_t nth, uint64_t count);
+// Nothing armed any more (umrt_shutdown: injections are the runtime's, as the backend's are).
+void storage_inject_reset();
 
 class Ring {
  public:

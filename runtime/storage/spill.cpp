@@ -25,7 +25,8 @@
 
 namespace umrt::rt {
 
-uint32_t spill_block(Runtime &rt, Range &r, size_t first, size_t n) {
+uint32_t spill_block(Runtime &rt, Range &r, size_t first, size_t n, bool *refused) {
+  if (refused) *refused = false;
   DBlock *db = r.dblock(first);
   if (!db) return 0;
   // A flush's clean pages may be only in the page cache until its fdatasync: not dropped now.
@@ -103,21 +104,21 @@ uint32_t spill_block(Runtime &rt, Range &r, size_t first, size_t n) {
       for (size_t i = 0; i < n; ++i)
         if (io[i] && !ok[i]) good[i] = false;
     }
-    if (r.addr(first) != host0)  // moved (mremap) while read: the pages read may be another's
-      for (size_t i = 0; i < n; ++i) good[i] = false;
-    // finalize: publish
-    for (size_t i = 0; i < n; ++i) {
-      if (!good[i]) continue;
-      uint64_t expected = src[i] | entry::LOCKED;
-      const uint64_t to = anon ? entry::make(Loc::SWAP, slot[i]) : entry::with_loc(src[i], Loc::NONE);
-      published[i] = entry_transition(ents[first + i], expected, to | entry::LOCKED);
-    }
-    // the host copies of what was published go
+    // finalize: publish, and the host copies of what was published go. The address check, the
+    // publication and the zap in one install gate: no mremap event is read in between, so the
+    // pages zapped are the ones published (remap.cpp).
     {
       AsyncSignalsBlocked nosig;
       FaultService::InstallGate gate(rt.faults);
+      if (r.addr(first) != host0)  // moved (mremap) since it was read: what was read may be another's
+        for (size_t i = 0; i < n; ++i) good[i] = false;
+      for (size_t i = 0; i < n; ++i) {
+        if (!good[i]) continue;
+        uint64_t expected = src[i] | entry::LOCKED;
+        const uint64_t to = anon ? entry::make(Loc::SWAP, slot[i]) : entry::with_loc(src[i], Loc::NONE);
+        published[i] = entry_transition(ents[first + i], expected, to | entry::LOCKED);
+      }
       for_runs(n, [&](size_t i) { return published[i]; }, [&](size_t i, size_t j) {
-        if (r.addr(first) != host0) return;  // (cannot be: the gate keeps moves out; checked all the same)
         if (madvise(host0 + i * kPageSize, (j - i) * kPageSize, MADV_DONTNEED) == 0) return;
         // Refused (mlock()ed): page by page, the ones that keep their host copy are taken back.
         for (size_t k = i; k < j; ++k) {
@@ -126,6 +127,7 @@ uint32_t spill_block(Runtime &rt, Range &r, size_t first, size_t n) {
           while (!entry_transition(ents[first + k], cur, src[k] | entry::LOCKED | (cur & entry::GONE))) {
           }
           published[k] = false;
+          if (refused) *refused = true;
         }
       });
     }
@@ -135,8 +137,9 @@ uint32_t spill_block(Runtime &rt, Range &r, size_t first, size_t n) {
     for_runs(n, [&](size_t i) { return held[i] && !published[i]; }, [&](size_t i, size_t j) {
       for (size_t k = i; k < j; ++k) {
         const uint64_t cur = ents[first + k].load(std::memory_order_acquire);
+        // (At the range's address of now: if it moved, its pages and their protection did too.)
         if (!r.writable() || (cur & entry::DIRTY))
-          rt.uffd.write_protect(host0 + k * kPageSize, kPageSize, false);
+          rt.uffd.write_protect(r.addr(first + k), kPageSize, false);
       }
     });
     for (size_t i = 0; i < n; ++i)

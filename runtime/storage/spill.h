@@ -14,6 +14,8 @@ struct Range;
 // range's go to the swap file (SWAP); a file range's clean pages are dropped and dirty ones
 // written back first (NONE: in the file again). Returns the pages that left host memory; pages
 // held by others, written meanwhile (cancelled) or that could not be written stay.
-uint32_t spill_block(Runtime &rt, Range &r, size_t first, size_t n);
+// *refused (if given): the kernel would not let a page go (mlock()ed): trying again before the
+// block's pages change is pointless.
+uint32_t spill_block(Runtime &rt, Range &r, size_t first, size_t n, bool *refused = nullptr);
 
 }  // namespace umrt::rt

@@ -120,8 +120,13 @@ int SwapFile::io(bool write, const uint64_t *slots, const bool *sel, size_t n, c
     *bytes += ops[k].done;
     if (ops[k].status) {
       if (!first_error) first_error = io_error(ops[k].status);
-      log(Level::warn, "swap %s of %zu bytes at %llu failed: %s", write ? "write" : "read", ops[k].len,
-          static_cast<unsigned long long>(ops[k].off), strerror(-ops[k].status));
+      // Said the first times, then once in a thousand (a full swap file fails every try).
+      static std::atomic<uint64_t> said{0};
+      const uint64_t n = said.fetch_add(1, std::memory_order_relaxed);
+      if (n < 8 || n % 1000 == 0)
+        log(Level::warn, "swap %s of %zu bytes at %llu failed: %s (failure %llu; the pages stay where they were)",
+            write ? "write" : "read", ops[k].len, static_cast<unsigned long long>(ops[k].off),
+            strerror(-ops[k].status), static_cast<unsigned long long>(n + 1));
       continue;
     }
     for (size_t p = 0; p < ops[k].len / kPageSize; ++p) ok[first[k] + p] = true;
