@@ -5,7 +5,7 @@
 set -euo pipefail
 
 packages=(build-essential cmake liburing-dev libgtest-dev googletest libcli11-dev nlohmann-json3-dev libbenchmark-dev
-          clang libclang-rt-dev pkg-config)
+          clang libclang-rt-dev pkg-config python3)
 # clang + libFuzzer: scripts/fuzz.sh, and FuzzedDataProvider.h for ctest fuzz.replay. Debian 12
 # ships libFuzzer (libclang_rt.fuzzer*.a) in libclang-rt-14-dev, pulled in by libclang-rt-dev;
 # releases without that package (Ubuntu 22.04) have it in libclang-common-<v>-dev, which clang

@@ -734,7 +734,8 @@ void disarm(State &st) {
 }
 
 void op_inject_bad(FuzzedDataProvider &in) {
-  int kind = in.PickValueInArray({0, 4, -1, 99, static_cast<int>(UMRT_INJECT_ALLOC), static_cast<int>(UMRT_INJECT_COPY)});
+  // (4..6 are the storage kinds, UMRT_INJECT_READ/WRITE/SYNC: valid.)
+  int kind = in.PickValueInArray({0, 7, -1, 99, static_cast<int>(UMRT_INJECT_ALLOC), static_cast<int>(UMRT_INJECT_COPY)});
   uint64_t nth = in.PickValueInArray({uint64_t{0}, uint64_t{1}});
   uint64_t count = in.PickValueInArray({uint64_t{0}, uint64_t{1}});
   if ((kind == UMRT_INJECT_ALLOC || kind == UMRT_INJECT_COPY) && nth && count) nth = 0;
