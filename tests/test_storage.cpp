@@ -250,6 +250,36 @@ TEST_F(Storage, TruncatedWhileMappedIsSigbusPastTheNewEnd) {
          "rest of its page not zero";
 }
 
+// A page whose read keeps failing (every storage read fails from now on): the faulting thread
+// gets SIGBUS after the retries, as for a device copy that keeps failing, never zeros and never a
+// retry loop for ever. In a fresh process.
+void touch_with_reads_failing(const char *path) {
+  alarm(60);
+  struct sigaction sa {};
+  sa.sa_handler = exit_on_sigbus;
+  sigaction(SIGBUS, &sa, nullptr);
+  void *p = nullptr;
+  if (umrt_map_file(path, 0, 0, UMRT_MAP_READ, &p) != UMRT_SUCCESS) _exit(3);
+  if (umrt_inject_failure(UMRT_INJECT_READ, 1, UINT64_MAX) != UMRT_SUCCESS) _exit(4);
+  g_stage = 1;
+  volatile uint8_t sink = static_cast<const volatile uint8_t *>(p)[5 * kPage];
+  (void)sink;
+  _exit(0);
+}
+
+TEST_F(Storage, ReadsThatKeepFailingAreSigbus) {
+  TempFile f(2 * MiB, 14);
+  {
+    void *p = map(f.path(), 0, 0);
+    if (!p && !skip_.empty()) GTEST_SKIP() << skip_;
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(umrt_free(p), UMRT_SUCCESS);
+  }
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(touch_with_reads_failing(f.path()), ::testing::ExitedWithCode(42), "")
+      << "42 is SIGBUS; 0: the access returned (zeros?); 14 (SIGALRM): a retry loop";
+}
+
 TEST_F(Storage, BadInputIsRefusedAndChangesNothing) {
   TempFile f(2 * MiB + 10, 8);
   {
