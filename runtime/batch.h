@@ -12,6 +12,10 @@
 // published (dst) or restored (src), never both, never neither.
 #pragma once
 
+#include <cerrno>
+#include <chrono>
+#include <thread>
+
 #include "runtime.h"
 
 namespace umrt::rt {
@@ -60,6 +64,22 @@ void for_runs(size_t n, Pred pred, Fn fn) {
     while (j < n && pred(j)) ++j;
     fn(i, j);
     i = j;
+  }
+}
+
+// Run once(&skipped) (one batch over one block; returns 0 or -errno, and the pages to try again)
+// until nothing is skipped: pages held by another owner are retried until that owner is done
+// (collect never waits). Returns once's error, or -EBUSY after 100000 rounds of skipped pages.
+template <typename Once>
+int retry_while_skipped(Once once) {
+  for (unsigned attempt = 0;; ++attempt) {
+    uint32_t skipped = 0;
+    const int rc = once(&skipped);
+    if (rc) return rc;
+    if (skipped == 0) return 0;
+    if (attempt > 100000) return -EBUSY;
+    if (attempt > 16) std::this_thread::sleep_for(std::chrono::microseconds(50));
+    else std::this_thread::yield();
   }
 }
 

@@ -100,6 +100,13 @@ inline bool entry_try_lock(Entry &e, uint64_t *old) {
 // Unlock an entry this caller holds (location unchanged).
 void entry_unlock(Entry &e);
 
+// Mark DIRTY an entry this caller locked (old: its value before the lock, HOST or DEVICE). Only
+// GONE can change meanwhile (a munmap), and then the page is gone anyway.
+inline void entry_mark_dirty(Entry &e, uint64_t old) {
+  uint64_t locked = old | entry::LOCKED;
+  entry_transition(e, locked, locked | entry::DIRTY);
+}
+
 // Mark a page GONE (its host address was unmapped by the user); allowed in any state.
 inline void entry_mark_gone(Entry &e) { e.fetch_or(entry::GONE, std::memory_order_acq_rel); }
 

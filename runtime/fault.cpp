@@ -67,10 +67,7 @@ void serve_host_page(Runtime &rt, Range &r, size_t page) {
     if (entry::loc(old) == Loc::HOST) {
       size_t done = 0;
       rt.uffd.zeropage(r.addr(page), kPageSize, true, &done);
-      if (done && r.writable() && !(old & entry::DIRTY)) {
-        uint64_t locked = old | entry::LOCKED;
-        entry_transition(e, locked, locked | entry::DIRTY);  // (only GONE can change meanwhile)
-      }
+      if (done && r.writable() && !(old & entry::DIRTY)) entry_mark_dirty(e, old);
     }
     entry_unlock(e);
     rt.uffd.wake(r.addr(page), kPageSize);  // mapped now (or moved meanwhile): the thread retries
@@ -224,10 +221,7 @@ void serve_wp(Runtime &rt, Range &r, size_t page) {
   if (!entry::locked(cur)) {
     uint64_t old = 0;
     if (entry_try_lock(e, &old)) {
-      if (entry::loc(old) == Loc::HOST && r.writable() && !(old & entry::DIRTY)) {
-        uint64_t locked = old | entry::LOCKED;
-        entry_transition(e, locked, locked | entry::DIRTY);  // (only GONE can change meanwhile)
-      }
+      if (entry::loc(old) == Loc::HOST && r.writable() && !(old & entry::DIRTY)) entry_mark_dirty(e, old);
       if (entry::loc(old) == Loc::HOST) rt.uffd.write_protect(r.addr(page), kPageSize, false);
       // A DEVICE (or SWAP) page that is mapped: a stale host copy (a zap that missed it, see
       // remap.cpp); the device's (swap file's) copy is the one: drop the mapping, the writer's

@@ -116,18 +116,11 @@ int migrate_lane(Runtime &rt, Range &r, size_t first, size_t end, Dir dir, Why w
       // Pages held by another batch or the fault service are retried until that owner is done:
       // a synchronous prefetch promises the whole span (collect itself never waits).
       if (dir == Dir::to_host && why == Why::prefetch) rt.budget.throttle();
-      for (unsigned attempt = 0;; ++attempt) {
-        uint32_t skipped = 0;
-        int rc = run_batch(rt, r, p, stop - p, dir, why, false, &skipped, span);
-        if (rc == 0 && skipped == 0) break;
-        if (rc == 0 && attempt > 100000) rc = -EBUSY;
-        if (rc) {
-          if (why != Why::shutdown) return rc;
-          if (!first_error) first_error = rc;
-          break;
-        }
-        if (attempt > 16) std::this_thread::sleep_for(std::chrono::microseconds(50));
-        else std::this_thread::yield();
+      const int rc = retry_while_skipped(
+          [&](uint32_t *skipped) { return run_batch(rt, r, p, stop - p, dir, why, false, skipped, span); });
+      if (rc) {
+        if (why != Why::shutdown) return rc;
+        if (!first_error) first_error = rc;
       }
     }
     p = stop;

@@ -12,11 +12,21 @@
 #include <cstring>
 #include <memory>
 
+#include "../batch.h"
 #include "../common.h"
 #include "../range.h"
 #include "ring.h"
 
 namespace umrt::rt {
+
+namespace {
+// The same open file again (not by its path: that may name another file by now), read-write and
+// buffered (O_DIRECT is a property of the open file, not of the inode). -1 (errno) on failure.
+int reopen_buffered(int fd) {
+  const std::string self = "/proc/self/fd/" + std::to_string(fd);
+  return open(self.c_str(), O_RDWR | O_CLOEXEC);
+}
+}  // namespace
 
 int open_file_range(const char *path, uint64_t offset, uint64_t *size, bool writable, int *tail_fd, std::string *why) {
   *tail_fd = -1;
@@ -60,9 +70,7 @@ int open_file_range(const char *path, uint64_t offset, uint64_t *size, bool writ
   const bool direct = direct_if_taken(fd);
   log(Level::info, "umrt_map_file %s: %s I/O%s", path, direct ? "O_DIRECT" : "buffered", writable ? ", read-write" : "");
   if (writable && direct && *size % kPageSize) {
-    // The same open file again (not the path: it may name another file by now), buffered.
-    const std::string self = "/proc/self/fd/" + std::to_string(fd);
-    *tail_fd = open(self.c_str(), O_RDWR | O_CLOEXEC);
+    *tail_fd = reopen_buffered(fd);
     if (*tail_fd < 0) {
       const int err = errno;
       close(fd);
@@ -118,7 +126,6 @@ int read_file_pages(const Range &r, size_t page, size_t n, char *buf, uint64_t *
     op.buf = buf + i * kPageSize;
     op.len = std::min(kSplitPages, n - i) * kPageSize;
     op.off = r.file_off + at + i * kPageSize;
-    op.buf_index = ring->fixed_index(op.buf, op.len);
   }
   int rc = ring->run(ops, nops);
   // What was read is the prefix up to the first op that came back short.
@@ -147,10 +154,10 @@ namespace {
 // page in an O_DIRECT range), kept with the range.
 int tail_fd(const Range &r) {
   if (r.file_fd_tail >= 0) return r.file_fd_tail;
+  if (const int late = r.tail_fd_late.load(std::memory_order_acquire); late >= 0) return late;
   const int fl = fcntl(r.file_fd, F_GETFL);
   if (fl >= 0 && !(fl & O_DIRECT)) return r.file_fd;
-  const std::string self = "/proc/self/fd/" + std::to_string(r.file_fd);
-  const int fd = open(self.c_str(), O_RDWR | O_CLOEXEC);
+  const int fd = reopen_buffered(r.file_fd);
   if (fd < 0) return r.file_fd;  // the write fails (EINVAL) and the page stays dirty
   int expected = -1;
   if (!const_cast<Range &>(r).tail_fd_late.compare_exchange_strong(expected, fd)) {
@@ -177,13 +184,7 @@ int write_file_pages(const Range &r, size_t page, size_t n, const bool *sel, con
   IoOp io[kBlockPages + 1];
   size_t first[kBlockPages + 1], last[kBlockPages + 1];  // each op's pages [first, last)
   size_t nio = 0;
-  for (size_t i = 0; i < n;) {
-    if (!sel[i]) {
-      ++i;
-      continue;
-    }
-    size_t j = i;
-    while (j < n && sel[j] && j - i < kBlockPages) ++j;
+  for_runs(n, [&](size_t i) { return sel[i]; }, [&](size_t i, size_t j) {
     const uint64_t at = uint64_t{page + i} * kPageSize;
     const uint64_t bytes_run = at >= size ? 0 : std::min<uint64_t>((j - i) * kPageSize, size - at);
     // (O_DIRECT takes whole blocks: a run ending off a page, at the range's or the truncated
@@ -205,13 +206,11 @@ int write_file_pages(const Range &r, size_t page, size_t n, const bool *sel, con
     if (whole < bytes_run) add(tail_fd(r), whole, bytes_run - whole);  // last bytes off a page: buffered
     if (!bytes_run)
       for (size_t k = i; k < j; ++k) ok[k] = true;  // wholly past the range's bytes: nothing to write
-    i = j;
-  }
+  });
   if (!nio) return 0;
   int err = 0;
   Ring *ring = storage_ring(&err);
   if (!ring) return io_error(err);
-  for (size_t k = 0; k < nio; ++k) io[k].buf_index = ring->fixed_index(io[k].buf, io[k].len);
   ring->run(io, nio);
   for (size_t k = 0; k < nio; ++k)
     for (size_t p = first[k]; p < last[k]; ++p) ok[p] = true;

@@ -228,10 +228,12 @@ int Ring::run_some(IoOp *ops, size_t n, bool syncs) {
       }
       char *buf = static_cast<char *>(op.buf) + op.done;
       const uint64_t off = op.off + op.done;
-      const bool fixed = op.buf_index >= 0 && static_cast<unsigned>(op.buf_index) < nbufs_;
+      // A registered buffer: the one named, else the one holding the op's bytes, if any.
+      const int bi = op.buf_index >= 0 ? op.buf_index : fixed_index(buf, len);
+      const bool fixed = bi >= 0 && static_cast<unsigned>(bi) < nbufs_;
       if (op.sync) io_uring_prep_fsync(sqe, op.fd, IORING_FSYNC_DATASYNC);
-      else if (fixed && op.write) io_uring_prep_write_fixed(sqe, op.fd, buf, static_cast<unsigned>(len), off, op.buf_index);
-      else if (fixed) io_uring_prep_read_fixed(sqe, op.fd, buf, static_cast<unsigned>(len), off, op.buf_index);
+      else if (fixed && op.write) io_uring_prep_write_fixed(sqe, op.fd, buf, static_cast<unsigned>(len), off, bi);
+      else if (fixed) io_uring_prep_read_fixed(sqe, op.fd, buf, static_cast<unsigned>(len), off, bi);
       else if (op.write) io_uring_prep_write(sqe, op.fd, buf, static_cast<unsigned>(len), off);
       else io_uring_prep_read(sqe, op.fd, buf, static_cast<unsigned>(len), off);
       io_uring_sqe_set_data64(sqe, i);

@@ -19,7 +19,8 @@ struct IoOp {
   bool sync = false;    // an fdatasync of fd (buf, len, off unused), once every other op of
                         // the same run() has completed
   void *buf = nullptr;  // O_DIRECT: 4 KiB aligned, as are len and off
-  int buf_index = -1;   // >= 0: buf lies inside that registered buffer (read/write_fixed)
+  int buf_index = -1;   // >= 0: buf lies inside that registered buffer (read/write_fixed);
+                        // -1: the ring looks for one holding it (fixed_index), else none
   size_t len = 0;
   uint64_t off = 0;
   // results

@@ -134,14 +134,14 @@ uint32_t spill_block(Runtime &rt, Range &r, size_t first, size_t n, bool *refuse
     // restore, unlock, release unused slots
     uint64_t unused[kBlockPages];
     size_t nunused = 0;
-    for_runs(n, [&](size_t i) { return held[i] && !published[i]; }, [&](size_t i, size_t j) {
-      for (size_t k = i; k < j; ++k) {
-        const uint64_t cur = ents[first + k].load(std::memory_order_acquire);
-        // (At the range's address of now: if it moved, its pages and their protection did too.)
-        if (!r.writable() || (cur & entry::DIRTY))
-          rt.uffd.write_protect(r.addr(first + k), kPageSize, false);
-      }
-    });
+    // (A writable file range's clean pages keep theirs. At the range's address of now: if it
+    // moved, its pages and their protection did too.)
+    for_runs(n,
+             [&](size_t i) {
+               return held[i] && !published[i] &&
+                      (!r.writable() || (ents[first + i].load(std::memory_order_acquire) & entry::DIRTY));
+             },
+             [&](size_t i, size_t j) { rt.uffd.write_protect(r.addr(first + i), (j - i) * kPageSize, false); });
     for (size_t i = 0; i < n; ++i)
       if (held[i] && !published[i] && slot[i] != UINT64_MAX) unused[nunused++] = slot[i];  // taken, not used
     if (nunused) rt.swap.release(unused, nunused);  // (before the unlock: see finalize.cpp)

@@ -113,7 +113,6 @@ int SwapFile::io(bool write, const uint64_t *slots, const bool *sel, size_t n, c
   int err = 0;
   Ring *ring = storage_ring(&err);
   if (!ring) return io_error(err);
-  for (IoOp &op : ops) op.buf_index = ring->fixed_index(op.buf, op.len);
   ring->run(ops.data(), ops.size());
   int first_error = 0;
   for (size_t k = 0; k < ops.size(); ++k) {

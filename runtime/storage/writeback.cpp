@@ -184,12 +184,8 @@ void wb_finalize(WriteBack &w) {
 }
 
 // One write-back batch over [first, first + n) (inside one block). *skipped: pages to try again.
-struct WriteBackCount {
-  uint32_t dropped = 0;
-};
-
 int write_back_block(Runtime &rt, Range &r, size_t first, size_t n, uint32_t *skipped, bool drop = false,
-                     WriteBackCount *count = nullptr) {
+                     uint32_t *dropped = nullptr) {
   DBlock *db = r.dblock(first);
   *skipped = 0;
   if (!db) return 0;  // a block never used holds no page of its own: nothing DIRTY
@@ -217,7 +213,7 @@ int write_back_block(Runtime &rt, Range &r, size_t first, size_t n, uint32_t *sk
   if (w.held) rt.uffd.wake(r.addr(first), n * kPageSize);
   batch_done(r);
   *skipped = w.skipped;
-  if (count) count->dropped = w.dropped;
+  if (dropped) *dropped = w.dropped;
   return w.error;
 }
 
@@ -233,8 +229,7 @@ void redirty(Range &r, size_t first, size_t end) {
       const uint64_t cur = e.load(std::memory_order_acquire);
       const Loc l = entry::loc(cur);
       if ((cur & (entry::DIRTY | entry::GONE)) || l == Loc::NONE || !entry_try_lock(e, &old)) continue;
-      uint64_t locked = old | entry::LOCKED;
-      if (entry::loc(old) != Loc::NONE) entry_transition(e, locked, locked | entry::DIRTY);
+      if (entry::loc(old) != Loc::NONE) entry_mark_dirty(e, old);
       entry_unlock(e);
     }
   }
@@ -244,10 +239,9 @@ void redirty(Range &r, size_t first, size_t end) {
 
 uint32_t write_back_device_pages(Runtime &rt, Range &r, size_t first, size_t n) {
   if (!r.writable()) return 0;
-  uint32_t skipped = 0;
-  WriteBackCount c;
-  write_back_block(rt, r, first, n, &skipped, true, &c);
-  return c.dropped;
+  uint32_t skipped = 0, dropped = 0;
+  write_back_block(rt, r, first, n, &skipped, true, &dropped);
+  return dropped;
 }
 
 int flush_span(Runtime &rt, Range &r, size_t first, size_t n, bool sync) {
@@ -257,21 +251,8 @@ int flush_span(Runtime &rt, Range &r, size_t first, size_t n, bool sync) {
   int first_error = 0;
   for (size_t p = first; p < end;) {
     const size_t stop = std::min(end, r.block_end(p));
-    for (unsigned attempt = 0;; ++attempt) {
-      uint32_t skipped = 0;
-      const int rc = write_back_block(rt, r, p, stop - p, &skipped);
-      if (rc) {
-        if (!first_error) first_error = rc;
-        break;
-      }
-      if (!skipped) break;
-      if (attempt > 100000) {
-        if (!first_error) first_error = -EBUSY;
-        break;
-      }
-      if (attempt > 16) std::this_thread::sleep_for(std::chrono::microseconds(50));
-      else std::this_thread::yield();
-    }
+    const int rc = retry_while_skipped([&](uint32_t *skipped) { return write_back_block(rt, r, p, stop - p, skipped); });
+    if (rc && !first_error) first_error = rc;
     p = stop;
   }
   if (sync) {
