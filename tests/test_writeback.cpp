@@ -310,7 +310,7 @@ TEST_F(WriteBack, FileOpenedReadOnlyIsRefusedForWrite) {
 // A child writes whole pages from 3 threads (word k of page p holds p, a version and k), a 4th
 // flushes in a loop and, after each flush that returned, appends to a log the versions every
 // page had *before* that flush began; a 5th moves blocks to the device and back. The child kills
-// itself with SIGKILL after a while. Then each page of the file must hold, in every word, its
+// itself with SIGKILL 150, 400 or 900 ms after its first flush returned. Then each page of the file must hold, in every word, its
 // own page number and word index with a version at least the logged one (what was flushed or
 // later), and nothing else.
 constexpr size_t kKillPages = 1024;
@@ -339,7 +339,11 @@ void write_until_killed(const char *path, const char *log_path, unsigned ms) {
   if (log < 0) _exit(4);
   auto *words = static_cast<volatile uint64_t *>(p);
   static std::atomic<uint32_t> version[kKillPages];
+  // The kill comes ms after the first flush returned (so that something was flushed for sure,
+  // also where a sanitizer makes everything slow), in the middle of whatever runs then.
+  static std::atomic<bool> flushed_once{false};
   std::thread killer([ms] {
+    while (!flushed_once.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     std::this_thread::sleep_for(std::chrono::milliseconds(ms));
     kill(getpid(), SIGKILL);
   });
@@ -369,6 +373,7 @@ void write_until_killed(const char *path, const char *log_path, unsigned ms) {
     rec.sum = record_sum(rec);
     if (umrt_flush(p, kKillPages * kPage) != UMRT_SUCCESS) _exit(5);
     if (write(log, &rec, sizeof rec) != static_cast<ssize_t>(sizeof rec)) _exit(6);
+    flushed_once.store(true);
   }
 }
 
