@@ -529,14 +529,18 @@ umrt_status umrt_validate(void) {
   // thread can see the page mapped before its batch (or the fault service's duplicate check)
   // unlocks it. Locks that persist are reported; passing ones are waited out (bounded).
   // Pages in the swap file: only anonymous ranges', each on a slot in use, as many as are used.
+  bool transient = false;  // the counts differed while the reclaim was pushing a block out
   auto swap_ok = [&](const std::vector<RangePtr> &ranges) {
+    const uint64_t epoch = rt.budget.spill_epoch();
     uint64_t n = 0;
+    bool locked_seen = false;
     for (const RangePtr &r : ranges) {
       bool ok = true;
       r->for_each_used_page([&](size_t p) {
         const uint64_t e = r->entries[p].load(std::memory_order_acquire);
         if (!ok || entry::loc(e) != Loc::SWAP) return;
         ++n;
+        locked_seen |= entry::locked(e);  // a batch bringing it back may have given its slot already
         if (r->file()) why = "a file range's page is in the swap file", ok = false;
         else if (!rt.swap.in_use(entry::frame(e))) why = "a page in the swap file on a free slot", ok = false;
       });
@@ -544,15 +548,19 @@ umrt_status umrt_validate(void) {
     }
     if (n != rt.swap.used()) {
       why = "pages in swap " + std::to_string(n) + ", slots in use " + std::to_string(rt.swap.used());
+      // A spill takes its slots before its pages say SWAP: waited out like a passing lock.
+      const uint64_t now = rt.budget.spill_epoch();
+      transient = (epoch & 1) || now != epoch || locked_seen;
       return false;
     }
     return true;
   };
   for (int tries = 0; tries < 200; ++tries) {
     why.clear();
+    transient = false;
     const std::vector<RangePtr> ranges = rt.every_range();
     if (rt.devmem.validate(ranges, &why) && swap_ok(ranges)) return UMRT_SUCCESS;
-    if (why.find("locked while quiescent") == std::string::npos) break;
+    if (!transient && why.find("locked while quiescent") == std::string::npos) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   return set_error(UMRT_ERROR_INVALID_VALUE, "umrt_validate: %s", why.c_str());

@@ -138,7 +138,9 @@ void HostBudget::loop() {
         if (cands[k].used == kRefused) continue;  // mlocked: left alone (see kRefused)
         DBlock *db = r.dblock(cands[k].first);
         bool refused = false;
+        spill_epoch_.fetch_add(1, std::memory_order_acq_rel);
         const uint32_t left = spill_block(rt, r, cands[k].first, r.block_end(cands[k].first) - cands[k].first, &refused);
+        spill_epoch_.fetch_add(1, std::memory_order_acq_rel);
         // A block that kept its pages (written meanwhile, swap full or failing, being flushed) is
         // taken as just used: the next pass tries colder ones, not it again; one the kernel
         // refused (mlocked) is not tried again until pages come home to it.

@@ -42,6 +42,9 @@ class HostBudget {
     const int64_t v = pages_.load(std::memory_order_relaxed);
     return v > 0 ? static_cast<uint64_t>(v) : 0;
   }
+  // Odd while the reclaim pushes a block out, bumped at its start and end: a checker that reads
+  // the same even value before and after looking saw no spill in between (umrt_validate).
+  uint64_t spill_epoch() const { return spill_epoch_.load(std::memory_order_acquire); }
   // Called before a batch brings pages home (faults, to-host prefetches): waits, at most
   // kThrottleMs, while the count is past the hard mark (budget + an eighth) and the reclaim is
   // making progress (not when its last pass could free nothing: small allocations, mlocked
@@ -57,6 +60,7 @@ class HostBudget {
   std::atomic<uint64_t> clock_{0};
   std::atomic<bool> kicked_{false};
   std::atomic<bool> stalled_{false};  // the reclaim's last pass freed nothing
+  std::atomic<uint64_t> spill_epoch_{0};
   std::atomic<bool> stop_{false};
   int ev_fd_ = -1;
   std::thread thread_;
