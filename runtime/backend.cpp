@@ -42,12 +42,20 @@ int Backend::chunk_unmap(DevWindow *w, size_t offset) {
   return do_chunk_unmap(w, offset);
 }
 
+int Backend::pin_host(void *p, size_t len) {
+  if (!p || len == 0 || reinterpret_cast<uintptr_t>(p) % kPageSize || len % kPageSize) return -EINVAL;
+  int rc = do_pin_host(p, len);
+  log(Level::debug, "%s: pin host %p + %zu -> %d", name(), p, len, rc);
+  return rc;
+}
+
 int Backend::transfer(CopyOp *ops, size_t n, Installer *inst) {
   if (n == 0) return 0;
   for (size_t i = 0; i < n; ++i) {
     ops[i].status = 0;
     ops[i].done = 0;
     if (ops[i].dir == CopyOp::D2H && !inst) return -EINVAL;
+    if (ops[i].pinned && ops[i].dir != CopyOp::H2D) return -EINVAL;
   }
   return do_transfer(ops, n, inst);
 }

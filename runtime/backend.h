@@ -32,6 +32,10 @@ struct CopyOp {
   size_t len;
   int status;     // out: 0 or -errno
   size_t done;    // out: bytes completed (D2H: bytes installed)
+  // H2D only: `host` lies in memory registered with pin_host() (a staging buffer, never the
+  // user's range), so the device DMAs straight from it, with no copy through the backend's own
+  // staging. The memory must stay unchanged until transfer() returns.
+  bool pinned = false;
 };
 
 // Called by the backend for each D2H op once its bytes are readable at `staged` (host memory):
@@ -88,6 +92,12 @@ class Backend {
   // Wait for the work queued on a user stream (a cudaStream_t on cuda; nullptr: no-op).
   int stream_sync(void *stream) { return stream ? do_stream_sync(stream) : 0; }
   int inject(InjectKind k, uint64_t nth, uint64_t count);
+  // Register host memory (page aligned, len a page multiple) so the device can DMA it directly
+  // (cuda: cudaHostRegister): 0, or -errno when refused (the memory is then copied as usual).
+  // Every registration is undone with unpin_host() before the memory is freed or the backend
+  // destroyed.
+  int pin_host(void *p, size_t len);
+  void unpin_host(void *p) { if (p) do_unpin_host(p); }
   // The device library's own words for the last failure (e.g. a CUDA error string), once: the
   // text is cleared by reading it; "" if none.
   std::string take_error_text() { return do_take_error_text(); }
@@ -106,6 +116,8 @@ class Backend {
   virtual int do_stream_sync(void *stream) = 0;
   virtual int do_inject(InjectKind k, uint64_t nth, uint64_t count) = 0;
   virtual std::string do_take_error_text() { return {}; }
+  virtual int do_pin_host(void *, size_t) { return -EOPNOTSUPP; }  // a backend that cannot: copies
+  virtual void do_unpin_host(void *) {}
   Injector chunk_inject_;  // InjectKind::chunk, for every backend (backend.cpp)
 };
 
@@ -145,6 +157,10 @@ std::unique_ptr<Backend> make_sim_backend(const SimOptions &o, int *err);
 // every kernel begun has ended, as cudaDeviceSynchronize waits for every queued kernel.
 void sim_kernel_begin();
 void sim_kernel_end();
+// For tests: bytes the sim copied straight from pinned memory (CopyOp::pinned), and host
+// registrations alive now, over every sim backend of the process.
+uint64_t sim_pinned_bytes();
+int64_t sim_pins_live();
 
 struct CudaOptions {
   uint64_t capacity;  // bytes; 0 = 90% of the GPU's free memory

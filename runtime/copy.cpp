@@ -187,7 +187,9 @@ void copy_to_device(Batch &b) {
   // (SWAP pages the same way: read from the swap file into staging.)
   bool any_swap = false;
   for (size_t i = 0; i < b.n && !any_swap; ++i) any_swap = sel(b, i) && entry::loc(b.src[i]) == Loc::SWAP;
-  char *const stage = b.r->file() || any_swap ? file_staging() : nullptr;
+  // Staging registered with the device (io_staging.h) is copied from in place.
+  bool pinned = false;
+  char *const stage = b.r->file() || any_swap ? device_staging(&pinned) : nullptr;
   auto staged = [&](const void *p) {
     return stage && static_cast<const char *>(p) >= stage && static_cast<const char *>(p) < stage + kBlockSize;
   };
@@ -210,7 +212,7 @@ void copy_to_device(Batch &b) {
       bool ok[kBlockPages] = {};
       const int rc = stage ? read_swap_run(b, stage, i, j, ok) : -ENOMEM;
       for_runs(j - i, [&](size_t k) { return ok[i + k]; }, [&](size_t a, size_t z) {
-        ops[nops++] = {CopyOp::H2D, stage + (i + a) * kPageSize, b.r->dev_addr(b.first + i + a), (z - a) * kPageSize, 0, 0};
+        ops[nops++] = {CopyOp::H2D, stage + (i + a) * kPageSize, b.r->dev_addr(b.first + i + a), (z - a) * kPageSize, 0, 0, pinned};
       });
       size_t in = 0;
       for (size_t k = i; k < j; ++k) {
@@ -222,7 +224,7 @@ void copy_to_device(Batch &b) {
     } else if (none && b.r->file()) {
       size_t ok = 0;
       const int rc = read_file_run(b, stage, i, j, &ok);
-      if (ok) ops[nops++] = {CopyOp::H2D, stage + i * kPageSize, b.r->dev_addr(b.first + i), ok * kPageSize, 0, 0};
+      if (ok) ops[nops++] = {CopyOp::H2D, stage + i * kPageSize, b.r->dev_addr(b.first + i), ok * kPageSize, 0, 0, pinned};
       if (rc) {
         drop(b, i + ok, j);
         b.fail(rc);

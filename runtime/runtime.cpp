@@ -2,6 +2,7 @@
 // device memory, fault service; on stop every page goes home and every thread is joined.
 #include "runtime.h"
 
+#include "storage/io_staging.h"
 #include "storage/ring.h"
 
 #include <sys/mman.h>
@@ -56,6 +57,7 @@ umrt_status Runtime::start(const umrt_config &c) {
   }
   const uint64_t cap = backend->capacity();
   cfg.device_memory = cap;
+  staging_pins_open(backend.get());  // threads' I/O staging may register with it from now
   // Test hooks for programs that cannot call umrt_inject_failure: fail the nth allocation / copy.
   struct Hook { const char *env; InjectKind kind; } hooks[] = {
       {"UMRT_SIM_FAIL_ALLOC", InjectKind::alloc}, {"UMRT_SIM_FAIL_COPY", InjectKind::copy}};
@@ -240,6 +242,7 @@ std::vector<RangePtr> Runtime::stop() {
   host_pool.stop();
   swap.close();
   storage_inject_reset();
+  staging_pins_close();  // every staging registration undone while its backend exists
   backend.reset();
   user_read_guard_remove();
   uffd.close();

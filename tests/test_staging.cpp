@@ -52,9 +52,14 @@ class FakeDma final : public DmaOps {
   uint64_t ops = 0, fail_nth_late = 0, fail_nth_enqueue = 0;
   std::vector<std::string> reports;
   std::set<std::thread::id> enqueuers;  // threads that enqueued device work
+  std::vector<const void *> h2d_sources; // where each host->device DMA read from
 
   void bind_thread() override {}
   int h2d(void *d, const void *staged, size_t len, void *stream) override {
+    {
+      std::lock_guard g(m);
+      h2d_sources.push_back(staged);
+    }
     return enqueue(stream, [=] { std::memcpy(d, staged, len); });
   }
   int d2h(void *staged, const void *d, size_t len, void *stream) override {
@@ -189,6 +194,22 @@ TEST(Staging, HostToDeviceIsExactAndWaitsBeforeReusingSlots) {
   for (const CopyOp &op : ops) EXPECT_EQ(op.status, 0);
   EXPECT_TRUE(f.dma.dev == host) << "the device copy differs: a slot was reused before its DMA ran";
   EXPECT_TRUE(f.dma.reports.empty());
+}
+
+// Pinned ops (memory registered with the device): the DMA reads the op's own memory, never a slot
+// (and the transfer still returns only once every DMA has run: the fake runs work when waited).
+TEST(Staging, PinnedHostToDeviceDmasFromTheSourceItself) {
+  const size_t bytes = 1024 * 1024 + 4096 * 5;
+  Fixture f(bytes, 1, 2, 3);
+  std::vector<uint8_t> host(bytes);
+  fill(host, 9);
+  auto ops = ops_over(CopyOp::H2D, host.data(), f.dma.dev.data(), bytes, 3);
+  for (CopyOp &op : ops) op.pinned = true;
+  ASSERT_EQ(f.pipe.transfer(ops.data(), ops.size(), nullptr, f.inject), 0);
+  EXPECT_TRUE(f.dma.dev == host) << "the device copy differs";
+  ASSERT_FALSE(f.dma.h2d_sources.empty());
+  for (const void *src : f.dma.h2d_sources)
+    EXPECT_TRUE(src >= host.data() && src < host.data() + bytes) << "a pinned op went through a staging slot";
 }
 
 TEST(Staging, DeviceToHostInstallsOnlyCompletedDma) {

@@ -320,6 +320,22 @@ class CudaBackend final : public Backend, private DmaOps {
   }
   int do_inject(InjectKind k, uint64_t nth, uint64_t count) override { return inject_.arm(k, nth, count); }
 
+  // umrt's I/O staging (anonymous memory, also registered with io_uring) registered with CUDA, so
+  // a file or swap read lands where the DMA engine reads it: no copy through the pinned ring.
+  // A refusal is not an error: the copies then go through the ring as for user pages.
+  int do_pin_host(void *p, size_t len) override {
+    ContextGuard guard(drv_, ctx_);
+    cudaError_t e = cudaHostRegister(p, len, cudaHostRegisterPortable);
+    if (e == cudaSuccess) return 0;
+    log(Level::info, "cuda: cudaHostRegister of a %zu KiB staging buffer: %s; its copies go through the pinned ring",
+        len >> 10, cudaGetErrorString(e));
+    return -EIO;
+  }
+  void do_unpin_host(void *p) override {
+    ContextGuard guard(drv_, ctx_);
+    if (cudaError_t e = cudaHostUnregister(p); e != cudaSuccess) fail_rt("cudaHostUnregister of a staging buffer", e);
+  }
+
   // ---- copies: the staging pipeline over CUDA streams and events ------------------------------
 
   int do_transfer(CopyOp *ops, size_t n, Installer *inst) override {

@@ -31,6 +31,8 @@ namespace umrt::rt {
 namespace {
 
 std::atomic<int> g_sim_kernels{0};  // sim kernels begun and not ended (sim_kernel_begin)
+std::atomic<uint64_t> g_pinned_bytes{0};  // copied straight from pinned memory (sim_pinned_bytes)
+std::atomic<int64_t> g_pins_live{0};      // host registrations alive (sim_pins_live)
 
 using Clock = std::chrono::steady_clock;
 
@@ -48,6 +50,9 @@ class SimBackend final : public Backend {
     queue_.stop();
     for (auto &t : engines_) t.join();
     if (fd_ >= 0) ::close(fd_);
+    // As a driver would keep pinned pages of a forgotten registration: counted, so a test sees
+    // a registration outlive its backend (sim_pins_live stays above zero).
+    if (!pins_.empty()) log(Level::warn, "sim: %zu host registrations alive at destruction", pins_.size());
   }
 
   int start() {
@@ -109,6 +114,31 @@ class SimBackend final : public Backend {
 
   int do_inject(InjectKind k, uint64_t nth, uint64_t count) override { return inject_.arm(k, nth, count); }
 
+  // Host registrations, checked as a driver would: a pinned copy must come from one of them.
+  int do_pin_host(void *p, size_t len) override {
+    std::lock_guard g(pin_mu_);
+    for (const Pin &q : pins_)
+      if (static_cast<char *>(p) < q.base + q.len && q.base < static_cast<char *>(p) + len) return -EEXIST;
+    pins_.push_back({static_cast<char *>(p), len});
+    g_pins_live.fetch_add(1, std::memory_order_relaxed);
+    return 0;
+  }
+  void do_unpin_host(void *p) override {
+    std::lock_guard g(pin_mu_);
+    for (size_t i = 0; i < pins_.size(); ++i)
+      if (pins_[i].base == p) {
+        pins_.erase(pins_.begin() + static_cast<ptrdiff_t>(i));
+        g_pins_live.fetch_sub(1, std::memory_order_relaxed);
+        return;
+      }
+  }
+  bool pinned(const char *p, size_t len) {
+    std::lock_guard g(pin_mu_);
+    for (const Pin &q : pins_)
+      if (p >= q.base && p + len <= q.base + q.len) return true;
+    return false;
+  }
+
   int do_transfer(CopyOp *ops, size_t n, Installer *inst) override {
     Submission sub;
     sub.inst = inst;
@@ -141,7 +171,17 @@ class SimBackend final : public Backend {
       char *host = static_cast<char *>(op.host) + p.off;
       switch (op.dir) {
         case CopyOp::H2D:
-          if (int rc = read_user_pages(dev, host, p.len)) set_op_status(op, rc);
+          if (op.pinned) {  // a DMA straight from registered memory: no user-page read
+            if (!pinned(host, p.len)) {
+              log(Level::warn, "sim: a pinned copy from %p + %zu, which is not registered", static_cast<void *>(host), p.len);
+              set_op_status(op, -EFAULT);
+              break;
+            }
+            std::memcpy(dev, host, p.len);
+            g_pinned_bytes.fetch_add(p.len, std::memory_order_relaxed);
+          } else if (int rc = read_user_pages(dev, host, p.len)) {
+            set_op_status(op, rc);
+          }
           break;
         case CopyOp::ZERO: std::memset(dev, 0, p.len); break;
         case CopyOp::D2H: install_piece(p, dev); break;  // zero-copy: the arena is host memory
@@ -160,9 +200,18 @@ class SimBackend final : public Backend {
   PieceQueue queue_;
   std::vector<std::thread> engines_;
   Injectors inject_;
+  struct Pin {
+    char *base;
+    size_t len;
+  };
+  std::mutex pin_mu_;
+  std::vector<Pin> pins_;
 };
 
 }  // namespace
+
+uint64_t sim_pinned_bytes() { return g_pinned_bytes.load(std::memory_order_relaxed); }
+int64_t sim_pins_live() { return g_pins_live.load(std::memory_order_relaxed); }
 
 void sim_kernel_begin() { g_sim_kernels.fetch_add(1, std::memory_order_acq_rel); }
 void sim_kernel_end() { g_sim_kernels.fetch_sub(1, std::memory_order_acq_rel); }

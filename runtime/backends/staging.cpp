@@ -114,6 +114,10 @@ void StagingPipeline::start_piece(StagingLane &l, Piece &p) {
   int e = 0;
   switch (op.dir) {
     case CopyOp::H2D:
+      if (op.pinned) {  // registered memory (pin_host): the DMA reads it in place, the slot idles
+        e = dma_.h2d(dev, host, p.len, l.stream);
+        break;
+      }
       e = read_user_pages(s.buf, host, p.len);
       if (e == 0) e = dma_.h2d(dev, s.buf, p.len, l.stream);
       break;

@@ -81,32 +81,6 @@ int open_file_range(const char *path, uint64_t offset, uint64_t *size, bool writ
   return fd;
 }
 
-char *file_staging() {
-  struct Free {
-    void operator()(char *p) const { std::free(p); }
-  };
-  thread_local std::unique_ptr<char, Free> buf;
-  if (!buf) {
-    void *p = nullptr;
-    if (posix_memalign(&p, kPageSize, kBlockSize) != 0) return nullptr;
-    buf.reset(static_cast<char *>(p));
-  }
-  return buf.get();
-}
-
-Ring *storage_ring(int *err) {
-  Ring *ring = Ring::mine(err);
-  if (!ring || ring->has_buffers() || ring->buffers_refused) return ring;
-  char *stage = file_staging();
-  void *base = stage;
-  const size_t len = kBlockSize;
-  if (!stage || ring->register_buffers(&base, &len, 1) != 0) {
-    ring->buffers_refused = true;
-    log(Level::info, "io_uring: the staging buffer could not be registered; I/O goes without fixed buffers");
-  }
-  return ring;
-}
-
 int read_file_pages(const Range &r, size_t page, size_t n, char *buf, uint64_t *bytes, size_t *ok) {
   *bytes = 0;
   *ok = 0;

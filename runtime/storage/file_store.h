@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <string>
 
+#include "io_staging.h"
+
 namespace umrt::rt {
 
 struct Range;
@@ -19,12 +21,6 @@ class Ring;
 // -EROFS with *why saying so), and *tail_fd set to a buffered descriptor of the same file when
 // the fd is O_DIRECT and the span ends inside a page (else -1).
 int open_file_range(const char *path, uint64_t offset, uint64_t *size, bool writable, int *tail_fd, std::string *why);
-
-// This thread's staging buffer: 2 MiB (one batch), page aligned; nullptr when out of memory.
-char *file_staging();
-// This thread's ring (Ring::mine) with its staging buffer registered (fixed buffer 0), where the
-// kernel takes it: ops on staging then skip the per-op page pinning. nullptr (*err) as mine().
-Ring *storage_ring(int *err);
 
 // Read pages [page, page + n) of r into buf: the file's bytes, zeros after the last byte the
 // range maps (r.size). Returns 0, or -errno: the read failed, or the file is shorter now than
