@@ -12,6 +12,7 @@
 // UNMAP events mark the pages GONE. A page whose device copy keeps failing to come back is
 // poisoned after kGiveUpAfter attempts (SIGBUS), never retried forever. Never throws; never
 // touches managed memory itself.
+#include <fcntl.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -60,10 +61,31 @@ struct Group {
 // A writable file range's discarded page reads as zeros like any other; it is then DIRTY (the
 // zeros are what it holds now: a flush writes them, and a write to the zero page, which takes no
 // write-protect fault, is not lost).
-void serve_host_page(Runtime &rt, Range &r, size_t page) {
+// Whether nothing at all is mapped at a (no page, no swap entry: /proc/self/pagemap bits 63 and
+// 62 clear). Unknown (no pagemap) counts as mapped.
+bool nothing_mapped(int pagemap, const void *a) {
+  uint64_t v = 0;
+  const off_t at = static_cast<off_t>(reinterpret_cast<uintptr_t>(a) / kPageSize * sizeof v);
+  if (pagemap < 0 || pread(pagemap, &v, sizeof v, at) != sizeof v) return false;
+  return !(v >> 63 & 1) && !(v >> 62 & 1);
+}
+
+void serve_host_page(Runtime &rt, Range &r, size_t page, int pagemap) {
   Entry &e = r.entries[page];
   uint64_t old = 0;
   if (entry_try_lock(e, &old)) {
+    // A file range's host page with nothing mapped (under the lock nothing maps it: not a late
+    // message) was discarded by the program (MADV_DONTNEED): it is the file's again, as with a
+    // private file mapping, read back by the thread's retry. A change not flushed goes with it,
+    // as the program asked; zeros are never written to the file for it.
+    if (entry::loc(old) == Loc::HOST && r.file() && nothing_mapped(pagemap, r.addr(page))) {
+      uint64_t locked = old | entry::LOCKED;
+      if (entry_transition(e, locked, entry::with_loc(old, Loc::NONE))) {
+        if (DBlock *db = r.block_at(page)) rt.budget.sub(db, 1);
+        rt.uffd.wake(r.addr(page), kPageSize);
+        return;
+      }
+    }
     if (entry::loc(old) == Loc::HOST) {
       size_t done = 0;
       rt.uffd.zeropage(r.addr(page), kPageSize, true, &done);
@@ -79,11 +101,14 @@ void serve_host_page(Runtime &rt, Range &r, size_t page) {
   unsigned char resident = 0;
   if (mincore(r.addr(page), kPageSize, &resident) == 0 && (resident & 1)) return;
   uint64_t cur = e.load(std::memory_order_acquire);
-  // A write-back holds it (storage/writeback.cpp) and reads it, perhaps on this very thread:
-  // the discarded page reads as zero, as it would without umrt; nothing to cancel.
-  // The zeros come write-protected: the write-back writes them and leaves the page clean, so
-  // its next write must fault.
+  // A write-back holds it (storage/writeback.cpp) and reads it, perhaps on this very thread: the
+  // page was discarded (MADV_DONTNEED). Marked CANCEL, which under a FLUSH lock says just that:
+  // the write-back writes nothing for it and gives it back to the file (NONE). The reader gets
+  // zeros meanwhile, write-protected (a writer waits for the write-back, then faults it in).
   if (entry::locked(cur) && (cur & entry::FLUSH) && entry::loc(cur) == Loc::HOST) {
+    while (entry::locked(cur) && (cur & entry::FLUSH) && !(cur & entry::CANCEL) &&
+           !entry_transition(e, cur, cur | entry::CANCEL)) {
+    }
     alignas(kPageSize) static const char zeros[kPageSize] = {};
     size_t done = 0;
     rt.uffd.copy(r.addr(page), zeros, kPageSize, true, &done, true);
@@ -137,7 +162,7 @@ void give_up(Runtime &rt, Range &r, size_t page, int rc) {
       strerror(-io_errno(rc)), why.empty() ? "" : ": ", why.c_str(), prc ? " (poisoning failed: it will keep faulting)" : "");
 }
 
-void serve_group(Runtime &rt, Group &g, FailCounts &fails) {
+void serve_group(Runtime &rt, Group &g, FailCounts &fails, int pagemap) {
   Range &r = *g.ref.get();
   std::sort(g.pages.begin(), g.pages.end());
   g.pages.erase(std::unique(g.pages.begin(), g.pages.end()), g.pages.end());
@@ -194,7 +219,7 @@ void serve_group(Runtime &rt, Group &g, FailCounts &fails) {
     } else {
       fails.served(a);
     }
-    if (entry::loc(e) == Loc::HOST) serve_host_page(rt, r, p);
+    if (entry::loc(e) == Loc::HOST) serve_host_page(rt, r, p, pagemap);
     else if (!entry::locked(e)) rt.uffd.wake(r.addr(p), kPageSize);
   }
   // The read-ahead: the faulting threads are awake already. A reader reaching the block before
@@ -308,12 +333,18 @@ void serve_unmap(Runtime &rt, uintptr_t lo, uintptr_t hi, uint64_t before) {
 }  // namespace
 
 struct FaultService::Shared {
-  explicit Shared(Runtime &rt) : remaps(rt) {}
+  explicit Shared(Runtime &rt) : remaps(rt), pagemap(open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC)) {}
+  ~Shared() {
+    if (pagemap >= 0) close(pagemap);
+  }
+  Shared(const Shared &) = delete;
+  Shared &operator=(const Shared &) = delete;
   // One reader at a time: a read and the handling of the events it brought, in order.
   std::mutex read_mu;
   Remaps remaps;  // under read_mu
   std::atomic<bool> evacuating{false};  // remaps.busy(), for the poll timeout
   FailCounts fails;
+  const int pagemap;  // this process's /proc/self/pagemap (-1: none), for serve_host_page
   // Device blocks a thread is serving faults of now, with the groups other threads found for
   // them meanwhile (served by the same thread right after, so no two serve one block at once).
   std::mutex busy_mu;
@@ -333,7 +364,7 @@ void serve_exclusive(Runtime &rt, FaultService::Shared &sh, Group &&g) {
     }
   }
   for (;;) {
-    serve_group(rt, g, sh.fails);
+    serve_group(rt, g, sh.fails, sh.pagemap);
     g.ref.reset();
     if (!key) return;
     std::lock_guard lk(sh.busy_mu);

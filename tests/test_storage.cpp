@@ -163,6 +163,23 @@ size_t open_fds() {
 }
 
 // (The first umrt_map_file of a thread opens that thread's io_uring: counted before.)
+// A page the program discards (MADV_DONTNEED) reads the file again, private changes gone, as
+// with a private file mapping (not the zeros of anonymous memory).
+TEST_F(Storage, DiscardedPagesReadTheFileAgain) {
+  const size_t bytes = 2 * MiB;
+  TempFile f(bytes, 14);
+  MAP_OR_SKIP(p, f.path(), 0, 0);
+  auto *c = static_cast<uint8_t *>(p);
+  ASSERT_EQ(std::memcmp(c, f.data(), bytes), 0);
+  c[3 * kPage + 9] = static_cast<uint8_t>(~f.data()[3 * kPage + 9]);  // a private change
+  const uint64_t host_before = get_stats().host_pages;
+  ASSERT_EQ(madvise(c + 2 * kPage, 4 * kPage, MADV_DONTNEED), 0);
+  EXPECT_EQ(std::memcmp(c + 2 * kPage, f.data() + 2 * kPage, 4 * kPage), 0) << "discarded pages do not read the file";
+  EXPECT_EQ(get_stats().host_pages, host_before) << "the pages read again are counted once";
+  EXPECT_EQ(umrt_validate(), UMRT_SUCCESS) << last_error();
+  EXPECT_EQ(umrt_free(p), UMRT_SUCCESS) << last_error();
+}
+
 TEST_F(Storage, FreeClosesTheFile) {
   TempFile f(MiB, 6);
   {

@@ -7,6 +7,7 @@
 #include <umrt/umrt.h>
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -234,6 +235,39 @@ TEST_F(WriteBack, WritesDuringAFlushAreNotLost) {
 }
 
 // Bad input for the write side.
+// Pages the program discards (MADV_DONTNEED) are the file's again, as with a private file
+// mapping: read back from the file (a change not flushed goes with the page, as asked), and never
+// written to the file as the zeros the kernel left, whether the flush or a read comes first.
+TEST_F(WriteBack, DiscardedPagesAreTheFilesAgainNeverZeros) {
+  const size_t bytes = 2 * MiB;
+  TempFile f(bytes, 19);
+  MAP_OR_SKIP(p, f.path(), 0, 0);
+  auto *c = static_cast<volatile uint8_t *>(p);
+  auto *u = const_cast<uint8_t *>(c);
+  (void)c[4 * kPage];         // page 4: read, clean
+  c[9 * kPage + 1] = 0xee;    // page 9: written, not flushed
+  c[12 * kPage + 2] = 0xdd;   // page 12: written and flushed
+  c[20 * kPage + 3] = 0xcc;   // page 20: written, not flushed, read first after the discard
+  ASSERT_EQ(umrt_flush(u + 12 * kPage, kPage), UMRT_SUCCESS) << last_error();
+  for (size_t pg : {4, 9, 12, 20}) ASSERT_EQ(madvise(u + pg * kPage, kPage, MADV_DONTNEED), 0);
+  EXPECT_EQ(c[20 * kPage + 3], f.data()[20 * kPage + 3]) << "a discarded page read something else than the file";
+  ASSERT_EQ(umrt_flush(p, bytes), UMRT_SUCCESS) << last_error();
+  std::vector<uint8_t> want(f.data(), f.data() + bytes);
+  want[12 * kPage + 2] = 0xdd;
+  std::vector<uint8_t> disk = f.on_disk();
+  for (size_t pg : {4, 9, 12, 20})
+    EXPECT_EQ(std::memcmp(disk.data() + pg * kPage, want.data() + pg * kPage, kPage), 0)
+        << "page " << pg << " on disk: the flush wrote the discarded page's zeros";
+  EXPECT_EQ(std::memcmp(u, want.data(), bytes), 0) << "discarded pages do not read the file again";
+  EXPECT_EQ(umrt_validate(), UMRT_SUCCESS) << last_error();
+  c[9 * kPage + 5] = 0x5a;  // written again: tracked, flushed
+  want[9 * kPage + 5] = 0x5a;
+  ASSERT_EQ(umrt_flush(p, bytes), UMRT_SUCCESS) << last_error();
+  disk = f.on_disk();
+  EXPECT_EQ(std::memcmp(disk.data(), want.data(), bytes), 0) << "a write after the discard was not flushed";
+  EXPECT_EQ(umrt_free(p), UMRT_SUCCESS) << last_error();
+}
+
 TEST_F(WriteBack, BadInput) {
   TempFile f(2 * MiB, 31);
   MAP_OR_SKIP(ro, f.path(), 0, 0, UMRT_MAP_READ);

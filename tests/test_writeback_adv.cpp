@@ -36,14 +36,14 @@ TEST_F(WbAdv, DontneedCleanPageThenWriteIsFlushed) {
   auto *c = static_cast<volatile uint8_t *>(p);
   (void)c[5 * kPage];  // read: clean, write-protected
   ASSERT_EQ(madvise(const_cast<uint8_t *>(c) + 5 * kPage, kPage, MADV_DONTNEED), 0);
-  c[5 * kPage + 7] = 0x5a;  // documented: reads zeros after DONTNEED; but this write must be kept
+  c[5 * kPage + 7] = 0x5a;  // the page is the file's again (read back); this write must be kept
   ASSERT_EQ(umrt_flush(p, 2 * MiB), UMRT_SUCCESS) << last_error();
   EXPECT_EQ(f.on_disk()[5 * kPage + 7], 0x5a) << "a CPU write after MADV_DONTNEED was never written back";
   EXPECT_EQ(umrt_free(p), UMRT_SUCCESS) << last_error();
 }
 
-// 1b. Same, for a dirty page flushed while discarded: the flush reads zeros, after which the page
-// is clean; a later write must reach the file.
+// 1b. Same, for a dirty page flushed while discarded: the flush writes nothing for it (it is the
+// file's again); a later write must reach the file.
 TEST_F(WbAdv, DontneedDirtyPageFlushThenWriteIsFlushed) {
   TempFile f(2 * MiB, 42);
   MAP_OR_SKIP(p, f.path(), 0, 0);

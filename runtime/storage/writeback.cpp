@@ -9,11 +9,15 @@
 //             the file takes it; a last page the range covers in part through the buffered
 //             descriptor, only up to the range's end: the file never grows);
 //   finalize: host pages written are unlocked clean (still write-protected), the others
-//             DIRTY (device pages always stay so: a kernel may write them unseen); writers
+//             DIRTY (device pages always stay so: a kernel may write them unseen); a host page
+//             the program discarded (MADV_DONTNEED: the fault service marks it CANCEL when the
+//             copy faults on it) is not written and is the file's again (NONE); writers
 //             waiting on the span are woken.
 // Pages locked by others (a batch moving them) are retried until free, as a prefetch does.
 // flush_span then fdatasyncs the file; a failed fdatasync makes the span's pages DIRTY again.
 #include "writeback.h"
+
+#include <sys/mman.h>
 
 #include <cstdio>
 #include <cstring>
@@ -21,6 +25,7 @@
 
 #include "../batch.h"
 #include "../remap.h"
+#include "../threads.h"
 #include "file_store.h"
 #include "ring.h"
 
@@ -42,9 +47,10 @@ struct WriteBack {
   size_t first, n;
   uint64_t src[kBlockPages];   // the entry locked (unlocked form), 0: not held
   bool good[kBlockPages];      // staged (copy) / written (after the I/O)
+  bool discarded[kBlockPages] = {};  // a host page found discarded by the program (copy)
   bool drop = false;           // eviction: DEVICE pages only, and once written they leave the
                                // device (NONE: in the file again)
-  uint32_t held = 0, skipped = 0, dropped = 0;
+  uint32_t held = 0, skipped = 0, dropped = 0, gave_back = 0;
   uint64_t written = 0;        // bytes written to the file
   int error = 0;
   void fail(int e) {
@@ -146,6 +152,13 @@ void wb_copy(WriteBack &w) {
         w.fail(ops[k].status);
       }
   }
+  // Host pages the program discarded: what was read for them is zeros it never wrote. (The
+  // fault service marks them while the read above faults on them: seen now.)
+  Entry *ents = w.r.entries.get();
+  for (size_t i = 0; i < w.n; ++i) {
+    w.discarded[i] = held_at(w, i, Loc::HOST) && (ents[w.first + i].load(std::memory_order_acquire) & entry::CANCEL);
+    if (w.discarded[i]) w.good[i] = false;
+  }
   // The range moved (mremap) while its pages were read: what was read at the old address may be
   // another's memory. Those pages are tried again at the new address.
   if (w.r.addr(w.first) != host0) {
@@ -164,6 +177,28 @@ void wb_copy(WriteBack &w) {
 
 void wb_finalize(WriteBack &w) {
   Entry *ents = w.r.entries.get();
+  // Discarded pages go back to the file: published NONE and the zeros read meanwhile zapped, in
+  // one install gate at an unchanged address (as the spill does: remap.cpp). Moved meanwhile:
+  // they stay as they are (DIRTY, the zeros mapped).
+  bool any = false;
+  for (size_t i = 0; i < w.n && !any; ++i) any = w.src[i] && w.discarded[i];
+  if (any) {
+    AsyncSignalsBlocked nosig;
+    FaultService::InstallGate gate(w.rt.faults);
+    char *const host0 = w.r.addr(w.first);
+    for (size_t i = 0; i < w.n; ++i) {
+      if (!w.src[i] || !w.discarded[i]) continue;
+      w.discarded[i] = false;
+      if (host0 != w.r.addr(w.first)) continue;
+      Entry &e = ents[w.first + i];
+      uint64_t cur = e.load(std::memory_order_acquire);
+      while (!entry_transition(e, cur, entry::with_loc(cur, Loc::NONE))) {
+      }
+      madvise(host0 + i * kPageSize, kPageSize, MADV_DONTNEED);
+      w.src[i] = 0;
+      ++w.gave_back;
+    }
+  }
   for (size_t i = 0; i < w.n; ++i) {
     if (!w.src[i]) continue;
     Entry &e = ents[w.first + i];
@@ -177,7 +212,7 @@ void wb_finalize(WriteBack &w) {
       continue;
     }
     const bool clean = w.good[i] && entry::loc(cur) == Loc::HOST;
-    const uint64_t drop = entry::LOCKED | entry::FLUSH | (clean ? entry::DIRTY : 0);
+    const uint64_t drop = entry::LOCKED | entry::FLUSH | entry::CANCEL | (clean ? entry::DIRTY : 0);
     while (!entry_transition(e, cur, cur & ~drop)) {
     }
   }
@@ -200,6 +235,7 @@ int write_back_block(Runtime &rt, Range &r, size_t first, size_t n, uint32_t *sk
     wb_copy(w);
     wb_finalize(w);
     if (w.dropped) db->resident.fetch_sub(w.dropped, std::memory_order_acq_rel);
+    if (w.gave_back) rt.budget.sub(db, w.gave_back);
     rt.stats.add(rt.stats.bytes_to_storage, w.written);
     if (rt.trace.on()) {
       char args[160];
