@@ -11,8 +11,9 @@
 //     so it is dropped), and an un-protect that missed leaves a stale write-protection that the
 //     fault service lifts on the writer's fault (fault.cpp, serve_wp).
 //   Part of a range moved: that part leaves umrt with its data (an Evacuation). Its device pages
-//     are locked at once (so no eviction drops them when the UNMAP event of the old part marks
-//     them GONE), copied to the new address once the kernel lets us (the mremap is still in
+//     (and its pages in storage: swap slots, a file range's pages not read yet) are locked at
+//     once (so no eviction drops them when the UNMAP event of the old part marks them GONE),
+//     copied (read) to the new address once the kernel lets us (the mremap is still in
 //     progress while its events are being read: UFFDIO_COPY says EAGAIN until then, so the
 //     fault service retries on its next rounds instead of waiting), then the part is
 //     unregistered at the new address (plain memory from then on; threads that faulted there
@@ -36,6 +37,8 @@
 
 #include "batch.h"
 #include "remap.h"
+#include "storage/file_store.h"
+#include "storage/swap.h"
 
 namespace umrt::rt {
 namespace {
@@ -84,6 +87,14 @@ struct MoveInstaller final : Installer {
 };
 
 constexpr uint64_t kEvacuationTimeNs = 5'000'000'000;  // then what is left is reported lost
+
+// Whether a page's data is somewhere else than in host memory: on the device, in the swap file,
+// or (a file range's page not read yet) in its file. An anonymous NONE page is zeros: nothing
+// to bring.
+bool away_from_host(const Range &r, uint64_t v) {
+  const Loc l = entry::loc(v);
+  return l == Loc::DEVICE || l == Loc::SWAP || (l == Loc::NONE && r.file());
+}
 
 }  // namespace
 
@@ -142,13 +153,13 @@ void Remaps::on_remap(uintptr_t from, uintptr_t to, size_t len, uint64_t before)
     // Only r's pages still mapped: its GONE ones there may be another range's (adjacent
     // registered mappings merge, so one mremap can take parts of two ranges).
     const uintptr_t lo = std::max(from, s), hi = std::min(from + len, e);
-    Evacuation ev{r, r->page_of(lo), r->page_of(hi - 1) + 1, lo + delta, now_ns() + kEvacuationTimeNs, {}, {}, {}, 0, 0};
+    Evacuation ev{r, r->page_of(lo), r->page_of(hi - 1) + 1, lo + delta, now_ns() + kEvacuationTimeNs, {}, {}, {}, {}, 0, 0};
     for (size_t p = ev.p0; p < ev.p1; ++p) {
       const uint64_t v = r->entries[p].load(std::memory_order_acquire);
       if (v & entry::GONE) continue;
       if (ev.runs.empty() || ev.runs.back().second != p) ev.runs.emplace_back(p, p + 1);
       else ev.runs.back().second = p + 1;
-      if (entry::loc(v) == Loc::DEVICE) ev.todo.push_back(p);
+      if (away_from_host(*r, v)) ev.todo.push_back(p);
     }
     if (ev.runs.empty()) continue;
     r->inflight.fetch_add(1);  // released when the evacuation ends (step)
@@ -167,6 +178,7 @@ bool Remaps::step(Evacuation &ev) {
     Entry &e = r.entries[ev.todo[k]];
     if (entry_try_lock(e, &old)) {
       if (entry::loc(old) == Loc::DEVICE) ev.held.push_back(ev.todo[k]);
+      else if (away_from_host(r, old)) ev.held_io.push_back(ev.todo[k]);
       else entry_unlock(e);
       ev.todo[k] = ev.todo.back();
       ev.todo.pop_back();
@@ -198,9 +210,11 @@ bool Remaps::step(Evacuation &ev) {
       ev.held.pop_back();
     }
   }
-  if (!late && (!ev.held.empty() || !ev.todo.empty())) return false;
-  ev.lost += ev.held.size() + ev.todo.size();
+  read_in(ev);
+  if (!late && (!ev.held.empty() || !ev.held_io.empty() || !ev.todo.empty())) return false;
+  ev.lost += ev.held.size() + ev.held_io.size() + ev.todo.size();
   for (size_t p : ev.held) entry_unlock(r.entries[p]);
+  for (size_t p : ev.held_io) entry_unlock(r.entries[p]);
   // Plain memory from now on; the threads that faulted there meanwhile are woken (also if the
   // user unmapped the destination already and there is nothing to unregister).
   size_t bytes = 0;
@@ -213,15 +227,90 @@ bool Remaps::step(Evacuation &ev) {
   }
   if (ev.lost)
     log(Level::error,
-        "mremap moved %zu bytes out of managed range %p: %zu device pages could not be brought to "
-        "the new address %p (their contents there read as zeros)",
+        "mremap moved %zu bytes out of managed range %p: %zu device or storage pages could not be "
+        "brought to the new address %p (their contents there read as zeros)",
         bytes, reinterpret_cast<void *>(r.start()), ev.lost, reinterpret_cast<void *>(ev.dst));
   else
-    log(Level::info, "mremap moved %zu bytes out of managed range %p to %p (%zu device pages copied)",
+    log(Level::info, "mremap moved %zu bytes out of managed range %p to %p (%zu device or storage pages copied)",
         bytes, reinterpret_cast<void *>(r.start()), reinterpret_cast<void *>(ev.dst), ev.moved);
   if (r.all_gone()) rt_.retire_unmapped(ev.r);
   r.inflight.fetch_sub(1);
   return true;
+}
+
+// The held storage pages, in runs of one kind (swap / file) inside one block's worth of pages:
+// each run read into staging in one submission, then mapped at the new address in one try (the
+// mremap still in progress: EAGAIN, the run is read again next round). Swap slots are given back
+// (before the unlock, as finalize does) and the pages say NONE; a read that fails leaves the run
+// for the next round (reported lost at the deadline).
+void Remaps::read_in(Evacuation &ev) {
+  if (ev.held_io.empty()) return;
+  Range &r = *ev.r;
+  char *stage = file_staging();
+  if (!stage) return;
+  std::sort(ev.held_io.begin(), ev.held_io.end());
+  std::vector<size_t> left;
+  for (size_t k = 0; k < ev.held_io.size();) {
+    const size_t first = ev.held_io[k];
+    const bool swap = entry::loc(r.entries[first].load(std::memory_order_acquire)) == Loc::SWAP;
+    size_t z = k + 1;
+    while (z < ev.held_io.size() && ev.held_io[z] == ev.held_io[z - 1] + 1 && ev.held_io[z] - first < kBlockPages &&
+           (entry::loc(r.entries[ev.held_io[z]].load(std::memory_order_acquire)) == Loc::SWAP) == swap)
+      ++z;
+    const size_t n = z - k;
+    bool ok[kBlockPages] = {};
+    uint64_t slots[kBlockPages];
+    uint64_t got = 0;
+    if (swap) {
+      bool want[kBlockPages];
+      for (size_t i = 0; i < n; ++i) {
+        want[i] = true;
+        slots[i] = entry::frame(r.entries[first + i].load(std::memory_order_acquire));
+      }
+      rt_.swap.read(slots, want, n, stage, ok, &got);
+    } else {
+      size_t good = 0;
+      read_file_pages(r, first, n, stage, &got, &good);
+      for (size_t i = 0; i < good; ++i) ok[i] = true;
+    }
+    rt_.stats.add(rt_.stats.bytes_from_storage, got);
+    for (size_t i = 0; i < n;) {
+      if (!ok[i]) {
+        left.push_back(first + i++);
+        continue;
+      }
+      size_t j = i;
+      while (j < n && ok[j]) ++j;
+      size_t done = 0;
+      int rc = 0;
+      {
+        Uffd::NoWaitScope nowait(true);
+        rc = rt_.uffd.copy(reinterpret_cast<char *>(ev.dst + ((first + i - ev.p0) << kPageShift)), stage + i * kPageSize,
+                           (j - i) * kPageSize, false, &done);
+      }
+      const size_t mapped = rc == -EEXIST ? j - i : done / kPageSize;  // EEXIST: mapped there already
+      for (size_t m = i; m < j; ++m) {
+        const size_t p = first + m;
+        if (m >= i + mapped) {
+          left.push_back(p);
+          continue;
+        }
+        Entry &e = r.entries[p];
+        uint64_t cur = e.load(std::memory_order_acquire);
+        if (swap) {
+          rt_.swap.release(&slots[m], 1);
+          while (!entry_transition(e, cur, entry::with_loc(cur, Loc::NONE) | entry::LOCKED)) {
+          }
+          rt_.stats.add(rt_.stats.swap_ins, 1);
+        }
+        ++ev.moved;
+        entry_unlock(e);
+      }
+      i = j;
+    }
+    k = z;
+  }
+  ev.held_io.swap(left);
 }
 
 void Remaps::rounds() {

@@ -37,11 +37,13 @@ class Remaps {
     uintptr_t dst;
     uint64_t deadline;
     std::vector<size_t> held;  // device pages locked by the evacuation, to copy
-    std::vector<size_t> todo;  // device pages not locked yet (a batch held them)
+    std::vector<size_t> held_io;  // pages in storage (swap slot, or a file range's unread ones) locked, to read
+    std::vector<size_t> todo;  // pages away from the host not locked yet (a batch held them)
     std::vector<std::pair<size_t, size_t>> runs;  // [first, end) of r's pages that moved (not GONE)
     size_t moved, lost;
   };
   bool step(Evacuation &ev);  // true when done
+  void read_in(Evacuation &ev);  // held_io pages read and mapped at the new address
   Runtime &rt_;
   std::vector<Evacuation> pending_;
   std::unordered_map<uintptr_t, uint32_t> unclaimed_;  // stray faults seen with no tail to claim them

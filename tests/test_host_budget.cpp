@@ -7,7 +7,10 @@
 #include <gtest/gtest.h>
 #include <umrt/umrt.h>
 
+#include <sys/mman.h>
+
 #include <atomic>
+#include <cerrno>
 #include <cstring>
 #include <random>
 #include <thread>
@@ -83,6 +86,33 @@ TEST_F(HostBudget, SwappedPagesGoToTheDeviceFromTheSwapFile) {
   EXPECT_TRUE(check_device_pattern(p, bytes, 42));
   EXPECT_TRUE(check_pattern(p, bytes, 42));
   EXPECT_EQ(umrt_free(p), UMRT_SUCCESS) << last_error();
+}
+
+// An mremap moving part of an allocation whose pages are partly in the swap file: that part
+// leaves umrt with all its data (swapped pages read from the swap file to the new address, their
+// slots given back), the rest stays managed and intact.
+TEST_F(HostBudget, MremapOfAPartTakesItsSwappedPagesAlong) {
+  const size_t bytes = 3 * kBudget;
+  void *p = nullptr;
+  ASSERT_EQ(umrt_malloc(&p, bytes), UMRT_SUCCESS) << last_error();
+  auto *b = static_cast<uint8_t *>(p);
+  fill_pattern(b, bytes, 47);
+  const size_t part = 8 * MiB, at = 4 * MiB;  // the oldest blocks: in the swap file by now
+  for (int i = 0; i < 2000 && count_pages_at(b + at, part, UMRT_LOCATION_STORAGE) == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const size_t swapped = count_pages_at(b + at, part, UMRT_LOCATION_STORAGE);
+  ASSERT_GT(swapped, 0u) << "nothing of the part in the swap file";
+  uint8_t *want = reserve_address(part);
+  ASSERT_NE(want, nullptr);
+  void *q = mremap(b + at, part, part, MREMAP_MAYMOVE | MREMAP_FIXED, want);
+  ASSERT_EQ(q, want) << strerror(errno);
+  std::printf("moved %zu MiB with %zu pages in the swap file\n", part >> 20, swapped);
+  EXPECT_TRUE(check_pattern(q, part, 47, at)) << "the moved part lost its swapped pages";
+  EXPECT_TRUE(check_pattern(b, at, 47));
+  EXPECT_TRUE(check_pattern(b + at + part, bytes - at - part, 47, at + part));
+  EXPECT_EQ(umrt_validate(), UMRT_SUCCESS) << last_error();  // swap slots: no leak
+  EXPECT_EQ(umrt_free(b), UMRT_SUCCESS) << last_error();
+  munmap(q, part);
 }
 
 // A read-only file 3x the budget: read by the CPU (clean pages dropped, none written), and

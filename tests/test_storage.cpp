@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
@@ -178,6 +179,27 @@ TEST_F(Storage, DiscardedPagesReadTheFileAgain) {
   EXPECT_EQ(get_stats().host_pages, host_before) << "the pages read again are counted once";
   EXPECT_EQ(umrt_validate(), UMRT_SUCCESS) << last_error();
   EXPECT_EQ(umrt_free(p), UMRT_SUCCESS) << last_error();
+}
+
+// An mremap moving part of a file range not read yet: that part leaves umrt with the file's bytes
+// (read to the new address), not zeros; the rest stays a file range.
+TEST_F(Storage, MremapOfAPartTakesTheFilesBytesAlong) {
+  const size_t bytes = 8 * MiB;
+  TempFile f(bytes, 15);
+  MAP_OR_SKIP(p, f.path(), 0, 0);
+  auto *c = static_cast<uint8_t *>(p);
+  ASSERT_EQ(std::memcmp(c + 2 * MiB, f.data() + 2 * MiB, 4 * kPage), 0);  // a few pages of the part read
+  const size_t part = 4 * MiB, at = 2 * MiB;
+  uint8_t *want = reserve_address(part);
+  ASSERT_NE(want, nullptr);
+  void *q = mremap(c + at, part, part, MREMAP_MAYMOVE | MREMAP_FIXED, want);
+  ASSERT_EQ(q, want) << strerror(errno);
+  EXPECT_EQ(std::memcmp(q, f.data() + at, part), 0) << "the moved part does not hold the file's bytes";
+  EXPECT_EQ(std::memcmp(c, f.data(), at), 0);
+  EXPECT_EQ(std::memcmp(c + at + part, f.data() + at + part, bytes - at - part), 0);
+  EXPECT_EQ(umrt_validate(), UMRT_SUCCESS) << last_error();
+  EXPECT_EQ(umrt_free(p), UMRT_SUCCESS) << last_error();
+  munmap(q, part);
 }
 
 TEST_F(Storage, FreeClosesTheFile) {
