@@ -26,6 +26,7 @@ enum class Dir : uint8_t { to_device, to_host };
 // readahead: a file range's next block read in by the fault service behind a sequential
 // stream (fault.cpp): only its pages still in the file (NONE) are selected, nothing else moves.
 enum class Why : uint8_t { prefetch, fault, fault_write, evict, shutdown, readahead };
+const char *why_name(Why w);  // "prefetch", "fault", ... (migrate.cpp)
 
 struct Batch {
   Runtime *rt;

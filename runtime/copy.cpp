@@ -20,6 +20,7 @@
 #include <cstdio>
 
 #include "batch.h"
+#include "nvtx.h"
 #include "storage/file_store.h"
 #include "threads.h"
 
@@ -46,11 +47,11 @@ size_t slot_of(const char *host0, const void *host) {
 }
 
 // A storage read of a batch in the Chrome trace (UMRT_TRACE), inside its batch's copy step.
-void trace_read(Batch &b, const char *name, uint64_t t0, size_t i, size_t j, uint64_t bytes, int rc) {
+void trace_read(Batch &b, Ev name, uint64_t t0, size_t i, size_t j, uint64_t bytes, int rc) {
   char args[160];
   std::snprintf(args, sizeof args, "\"range\":\"%#lx\",\"first_page\":%zu,\"pages\":%zu,\"bytes\":%llu,\"error\":%d",
                 static_cast<unsigned long>(b.r->start()), b.first + i, j - i, static_cast<unsigned long long>(bytes), rc);
-  b.rt->trace.event(name, "storage", t0, now_ns() - t0, args);
+  b.rt->trace.event(ev_name(name), "storage", t0, now_ns() - t0, args);
 }
 
 // Pages [i, j) of a file range's batch read from the file into stage + i pages (stage: the
@@ -60,9 +61,11 @@ int read_file_run(Batch &b, char *stage, size_t i, size_t j, size_t *ok) {
   uint64_t got = 0;
   *ok = 0;
   const uint64_t t0 = b.rt->trace.on() ? now_ns() : 0;
+  nvtx::Range range(Ev::read_file, nvtx::Cat::storage, (j - i) * kPageSize);
   const int rc = stage ? io_error(read_file_pages(*b.r, b.first + i, j - i, stage + i * kPageSize, &got, ok)) : -ENOMEM;
   b.rt->stats.add(b.rt->stats.bytes_from_storage, got);
-  if (t0) trace_read(b, "read file", t0, i, j, got, rc);
+  range.end();
+  if (t0) trace_read(b, Ev::read_file, t0, i, j, got, rc);
   return rc;
 }
 
@@ -77,9 +80,11 @@ int read_swap_run(Batch &b, char *stage, size_t i, size_t j, bool *ok) {
   }
   uint64_t got = 0;
   const uint64_t t0 = b.rt->trace.on() ? now_ns() : 0;
+  nvtx::Range range(Ev::read_swap, nvtx::Cat::storage, (j - i) * kPageSize);
   const int rc = b.rt->swap.read(slots, want, b.n, stage, ok, &got);
   b.rt->stats.add(b.rt->stats.bytes_from_storage, got);
-  if (t0) trace_read(b, "read swap", t0, i, j, got, rc);
+  range.end();
+  if (t0) trace_read(b, Ev::read_swap, t0, i, j, got, rc);
   return rc;
 }
 

@@ -10,6 +10,8 @@
 #include <cstring>
 #include <unordered_map>
 
+#include "nvtx.h"
+
 namespace umrt::rt {
 
 void DevMem::init(Backend *be, EvictFn fn, void *ctx, uint64_t pool_bytes) {
@@ -256,9 +258,14 @@ int DevMem::ensure_chunk(DBlock *b, uint64_t span) {
     for (const Segment &s : v->segs) segs.emplace_back(s.range->shared_from_this(), s);
     lk.unlock();
     int rc = 0;
-    for (auto &[rp, s] : segs) {
-      int e = evict_(ctx_, *rp, s.first, s.npages);
-      if (e && !rc) rc = e;
+    {
+      uint64_t pages = 0;
+      for (auto &seg : segs) pages += seg.second.npages;
+      nvtx::Range range(Ev::eviction, nvtx::Cat::eviction, pages * kPageSize);  // its batches nested
+      for (auto &[rp, s] : segs) {
+        int e = evict_(ctx_, *rp, s.first, s.npages);
+        if (e && !rc) rc = e;
+      }
     }
     segs.clear();
     lk.lock();

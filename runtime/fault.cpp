@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "batch.h"
+#include "nvtx.h"
 #include "remap.h"
 #include "storage/file_store.h"
 #include "threads.h"
@@ -166,6 +167,7 @@ void serve_group(Runtime &rt, Group &g, FailCounts &fails, int pagemap) {
   Range &r = *g.ref.get();
   std::sort(g.pages.begin(), g.pages.end());
   g.pages.erase(std::unique(g.pages.begin(), g.pages.end()), g.pages.end());
+  nvtx::Range range(Ev::fault_group, nvtx::Cat::fault, g.pages.size() * kPageSize);  // its batches nested
   const size_t lo = g.pages.front(), hi = g.pages.back() + 1;
   const size_t bend = r.block_end(lo);
   const uint32_t wmin = rt.cfg.prefetch_min_pages, wmax = rt.cfg.prefetch_max_pages;

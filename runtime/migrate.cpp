@@ -6,13 +6,13 @@
 #include <thread>
 
 #include "batch.h"
+#include "nvtx.h"
 #include "remap.h"
 #include "storage/writeback.h"
 #include "threads.h"
 
 namespace umrt::rt {
 
-namespace {
 const char *why_name(Why w) {
   switch (w) {
     case Why::prefetch: return "prefetch";
@@ -25,6 +25,20 @@ const char *why_name(Why w) {
   return "?";
 }
 
+namespace {
+// A batch's NVTX category: a fault's or an eviction's work, or a migration (prefetch, shutdown).
+nvtx::Cat batch_cat(Why w) {
+  switch (w) {
+    case Why::fault:
+    case Why::fault_write:
+    case Why::readahead: return nvtx::Cat::fault;
+    case Why::evict: return nvtx::Cat::eviction;
+    case Why::prefetch:
+    case Why::shutdown: break;
+  }
+  return nvtx::Cat::migrate;
+}
+
 void trace_batch(Runtime &rt, const Batch &b, uint64_t t0, uint64_t t1, uint64_t t2, uint64_t t3,
                  uint64_t t4) {
   char args[256];
@@ -34,11 +48,11 @@ void trace_batch(Runtime &rt, const Batch &b, uint64_t t0, uint64_t t1, uint64_t
                 static_cast<unsigned long>(b.r->start()), b.first, b.n, b.held, b.published, b.restored,
                 b.skipped_locked, why_name(b.why), b.error);
   const char *cat = b.dir == Dir::to_device ? "to_device" : "to_host";
-  rt.trace.event(b.dir == Dir::to_device ? "batch to device" : "batch to host", cat, t0, t4 - t0, args);
-  rt.trace.event("collect", cat, t0, t1 - t0, "");
-  rt.trace.event("unmap", cat, t1, t2 - t1, "");
-  rt.trace.event("copy", cat, t2, t3 - t2, "");
-  rt.trace.event("finalize", cat, t3, t4 - t3, "");
+  rt.trace.event(ev_name(b.dir == Dir::to_device ? Ev::batch_to_device : Ev::batch_to_host), cat, t0, t4 - t0, args);
+  rt.trace.event(ev_name(Ev::collect), cat, t0, t1 - t0, "");
+  rt.trace.event(ev_name(Ev::unmap), cat, t1, t2 - t1, "");
+  rt.trace.event(ev_name(Ev::copy), cat, t2, t3 - t2, "");
+  rt.trace.event(ev_name(Ev::finalize), cat, t3, t4 - t3, "");
 }
 }  // namespace
 
@@ -59,16 +73,23 @@ int run_batch(Runtime &rt, Range &r, size_t first, size_t n, Dir dir, Why why, b
   b.dir = dir;
   b.why = why;
   b.span = span;
+  // The batch's NVTX range and its steps' open where the Chrome trace's timestamps are taken.
+  nvtx::Range range(nvtx::batch_msg(dir, why), batch_cat(why), n * kPageSize);
   const uint64_t t0 = now_ns();
+  range.step(Ev::collect);
   collect(b);
   const uint64_t t1 = now_ns();
   if (b.held) {
+    range.step(Ev::unmap);
     unmap(b);
     const uint64_t t2 = now_ns();
+    range.step(Ev::copy);
     copy(b);
     const uint64_t t3 = now_ns();
+    range.step(Ev::finalize);
     finalize(b);
     const uint64_t t4 = now_ns();
+    range.end();
     rt.stats.add(rt.stats.pages_selected, b.held);
     rt.stats.add(rt.stats.ns_collect, t1 - t0);
     rt.stats.add(rt.stats.ns_unmap, t2 - t1);
@@ -84,6 +105,7 @@ int run_batch(Runtime &rt, Range &r, size_t first, size_t n, Dir dir, Why why, b
 #endif
     rt.stats.add(rt.stats.batches, 1);
   }
+  range.end();
   // Most recently used, and part of this prefetch (not evicted to make room for it), also when
   // its pages were on the device already; marked while the batch still holds the block busy.
   if (dir == Dir::to_device && (b.published || (span && !b.error))) rt.devmem.touch(db, span);

@@ -15,6 +15,7 @@
 
 #include "batch.h"
 #include "config.h"
+#include "nvtx.h"
 #include "threads.h"
 
 namespace umrt::rt {
@@ -75,6 +76,7 @@ umrt_status Runtime::start(const umrt_config &c) {
       return set_error(UMRT_ERROR_INVALID_VALUE, "UMRT_TRACE=%s: cannot write: %s", path, strerror(-trc));
     log(Level::info, "tracing batches to %s (Chrome trace JSON)", path);
   }
+  nvtx::setup();  // NVTX ranges for Nsight Systems, when a tool is attached (nvtx.h)
   if (cfg.device_pool == 0) cfg.device_pool = cap / 4;
   devmem.init(backend.get(), &evict_pages, this, cfg.device_pool);
   // Kept host pages are host memory too: with a budget, the pool is at most an eighth of it.

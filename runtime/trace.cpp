@@ -16,6 +16,26 @@ uint64_t now_ns() {
   return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(ts.tv_nsec);
 }
 
+const char *ev_name(Ev e) {
+  switch (e) {
+    case Ev::batch_to_device: return "batch to device";
+    case Ev::batch_to_host: return "batch to host";
+    case Ev::collect: return "collect";
+    case Ev::unmap: return "unmap";
+    case Ev::copy: return "copy";
+    case Ev::finalize: return "finalize";
+    case Ev::fault_group: return "fault group";
+    case Ev::eviction: return "eviction";
+    case Ev::read_file: return "read file";
+    case Ev::read_swap: return "read swap";
+    case Ev::write_back: return "write-back";
+    case Ev::spill_to_swap: return "spill to swap";
+    case Ev::spill_to_file: return "spill to file";
+    case Ev::count: break;
+  }
+  return "?";
+}
+
 int Trace::open(const char *path) {
   std::lock_guard g(mu_);
   f_ = std::fopen(path, "w");

@@ -12,6 +12,19 @@ namespace umrt::rt {
 
 uint64_t now_ns();  // steady clock
 
+// The named events of umrt's work: the Chrome trace's event names and NVTX's registered strings
+// (nvtx.h) both come from this one table, so the two traces name the same thing the same way.
+enum class Ev : uint8_t {
+  batch_to_device, batch_to_host,       // a batch (run_batch) and its steps:
+  collect, unmap, copy, finalize,       //   collect -> unmap -> copy -> finalize
+  fault_group,                          // the fault service serving one group of faults (NVTX only)
+  eviction,                             // DevMem pushing a victim block back to host (NVTX only)
+  read_file, read_swap,                 // storage reads inside a batch's copy step
+  write_back, spill_to_swap, spill_to_file,
+  count
+};
+const char *ev_name(Ev e);
+
 class Trace {
  public:
   ~Trace() { close(); }

@@ -18,6 +18,7 @@
 #include <cstdio>
 
 #include "../batch.h"
+#include "../nvtx.h"
 #include "../remap.h"
 #include "../threads.h"
 #include "file_store.h"
@@ -40,6 +41,7 @@ uint32_t spill_block(Runtime &rt, Range &r, size_t first, size_t n, bool *refuse
   bool held[kBlockPages], io[kBlockPages], good[kBlockPages], published[kBlockPages];
   uint32_t nheld = 0;
   const uint64_t t0 = now_ns();
+  nvtx::Range range(r.file() ? Ev::spill_to_file : Ev::spill_to_swap, nvtx::Cat::storage, n * kPageSize);
   // collect
   uint32_t host_seen = 0;
   for (size_t i = 0; i < n; ++i) {
@@ -162,9 +164,10 @@ uint32_t spill_block(Runtime &rt, Range &r, size_t first, size_t n, bool *refuse
       char args[160];
       std::snprintf(args, sizeof args, "\"range\":\"%#lx\",\"first_page\":%zu,\"selected\":%u,\"left\":%u,\"bytes\":%llu",
                     static_cast<unsigned long>(r.start()), first, nheld, npub, static_cast<unsigned long long>(written));
-      rt.trace.event(anon ? "spill to swap" : "spill to file", "storage", t0, now_ns() - t0, args);
+      rt.trace.event(ev_name(anon ? Ev::spill_to_swap : Ev::spill_to_file), "storage", t0, now_ns() - t0, args);
     }
   }
+  range.end();
   rt.devmem.end(db);
   if (nheld) rt.uffd.wake(r.addr(first), n * kPageSize);
   batch_done(r);

@@ -24,6 +24,7 @@
 #include <thread>
 
 #include "../batch.h"
+#include "../nvtx.h"
 #include "../remap.h"
 #include "../threads.h"
 #include "file_store.h"
@@ -229,6 +230,7 @@ int write_back_block(Runtime &rt, Range &r, size_t first, size_t n, uint32_t *sk
   WriteBack w{rt, r, first, n, {}, {}};
   w.drop = drop;
   const uint64_t t0 = now_ns();
+  nvtx::Range range(Ev::write_back, nvtx::Cat::storage, n * kPageSize);
   wb_collect(w);
   if (w.held) {
     wb_unmap(w);
@@ -242,9 +244,10 @@ int write_back_block(Runtime &rt, Range &r, size_t first, size_t n, uint32_t *sk
       std::snprintf(args, sizeof args, "\"range\":\"%#lx\",\"first_page\":%zu,\"pages\":%u,\"bytes\":%llu,\"error\":%d",
                     static_cast<unsigned long>(r.start()), first, w.held, static_cast<unsigned long long>(w.written),
                     w.error);
-      rt.trace.event("write-back", "storage", t0, now_ns() - t0, args);
+      rt.trace.event(ev_name(Ev::write_back), "storage", t0, now_ns() - t0, args);
     }
   }
+  range.end();
   rt.devmem.end(db);
   if (w.held) rt.uffd.wake(r.addr(first), n * kPageSize);
   batch_done(r);
