@@ -1,7 +1,8 @@
 // micro.cpp — umrt-micro: Google Benchmark micro-benchmarks of the per-call costs that
 // umrt-bench's throughput figures hide: the page-entry lock/unlock (the CAS every batch does per
-// page), umrt_page_location, and a host->device->host prefetch round trip of one page up to one
-// block (the fixed cost of a batch). Runs on the backend UMRT_BACKEND selects (sim by default
+// page), umrt_page_location, a host->device->host prefetch round trip of one page up to one
+// block (the fixed cost of a batch), and an NVTX range with its nested step as every batch opens
+// them (nvtx.h: no tool attached unless run under `nsys profile`). Runs on the backend UMRT_BACKEND selects (sim by default
 // here: it sets UMRT_BACKEND=sim unless the variable is set). Exits 1 if a benchmark stopped on
 // a umrt error.
 //
@@ -14,6 +15,7 @@
 #include <cstring>
 
 #include "entry.h"
+#include "nvtx.h"
 
 namespace {
 
@@ -80,6 +82,19 @@ void BM_PrefetchRoundTrip(benchmark::State &state) {
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(bytes) * 2);
 }
 BENCHMARK(BM_PrefetchRoundTrip)->RangeMultiplier(4)->Range(4 << 10, 4 << 20)->UseRealTime();
+
+// A batch's NVTX range and one nested step (nvtx.h), as run_batch opens them: with no NVTX tool
+// attached a load and a branch each (docs/design.md, "NVTX"); under `nsys profile` the tool's cost.
+void BM_NvtxRange(benchmark::State &state) {
+  namespace nv = umrt::rt::nvtx;
+  for (auto _ : state) {
+    nv::Range r(umrt::rt::Ev::fault_group, nv::Cat::fault, 4096);
+    r.step(umrt::rt::Ev::collect);
+    benchmark::ClobberMemory();
+  }
+  state.SetLabel(nv::on() ? "NVTX tool attached" : "no NVTX tool");
+}
+BENCHMARK(BM_NvtxRange);
 
 }  // namespace
 

@@ -25,6 +25,12 @@ namespace {
 
 using namespace umrt_test;
 
+#ifndef UMRT_TEST_NVTX_TOOL
+TEST(Nvtx, RangesReachAnInjectedTool) {
+  GTEST_SKIP() << "umrt built without NVTX (nvtx3/nvToolsExt.h, from the CUDA toolkit, not found, or "
+                  "UMRT_WITH_NVTX=OFF): no ranges to check";
+}
+#else
 constexpr int kSkipCode = 77;  // the child: userfaultfd unavailable
 
 // The workload, in the child: prefetches to the device and back, faults, evictions (two device
@@ -151,10 +157,6 @@ constexpr unsigned kMigrate = 1, kFault = 2, kEviction = 3, kStorage = 4;  // nv
 const std::string k2M = std::to_string(2 * MiB);
 
 TEST(Nvtx, RangesReachAnInjectedTool) {
-#ifndef UMRT_TEST_NVTX_TOOL
-  GTEST_SKIP() << "umrt built without NVTX (nvtx3/nvToolsExt.h, from the CUDA toolkit, not found, or "
-                  "UMRT_WITH_NVTX=OFF): no ranges to check";
-#else
   if (std::getenv("UMRT_NVTX_CHILD")) {
     child_workload();
     return;
@@ -282,7 +284,7 @@ TEST(Nvtx, RangesReachAnInjectedTool) {
     EXPECT_EQ(w->cat, kStorage);
     EXPECT_NE(w->payload, "-");
   }
-#endif
 }
+#endif  // UMRT_TEST_NVTX_TOOL
 
 }  // namespace
