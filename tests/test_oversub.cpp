@@ -40,13 +40,22 @@ TEST_F(Oversub, OneSpanFourTimesDeviceMemory) {
   EXPECT_GE(s.evictions, (size - s.device_capacity) / kBlock);
   EXPECT_LE(s.device_bytes_in_use, s.device_capacity);
   EXPECT_EQ(s.device_capacity, 32 * MiB);
-  EXPECT_EQ(location_of(m + (size - 1)), UMRT_LOCATION_DEVICE) << "the tail end stays on the device";
+  // The span runs in two lanes (even and odd blocks, docs/design.md "Two lanes for long spans"):
+  // each lane's last block is among the last moved, so at least one of the two stays on the
+  // device (which one depends on which lane finished last: a lagging lane evicts the other's).
+  const size_t last = size - kBlock, second = size - 2 * kBlock;
+  const bool last_on = location_of(m + last) == UMRT_LOCATION_DEVICE;
+  const bool second_on = location_of(m + second) == UMRT_LOCATION_DEVICE;
+  EXPECT_TRUE(last_on || second_on) << "neither lane's last block stayed on the device";
   EXPECT_EQ(location_of(m.get()), UMRT_LOCATION_HOST) << "the head was evicted";
   size_t on_dev = count_pages_at(m.get(), size, UMRT_LOCATION_DEVICE);
   EXPECT_LE(on_dev * kPage, s.device_capacity);
   EXPECT_GT(on_dev, 0u);
-  // The last block's device copy is exact.
-  EXPECT_TRUE(check_device_pattern(m + (size - kBlock), kBlock, 1, size - kBlock));
+  // That block's device copy is exact.
+  if (last_on || second_on) {
+    const size_t at = last_on ? last : second;
+    EXPECT_TRUE(check_device_pattern(m + at, kBlock, 1, at));
+  }
   EXPECT_TRUE(check_pattern(m.get(), size, 1));
   EXPECT_EQ(umrt_validate(), UMRT_SUCCESS) << last_error();
 }
