@@ -10,7 +10,10 @@
 //              no copy — a prefetch leaves them NONE, which already reads as zero on the host),
 //              and a file range's NONE pages (STORAGE: read from the file) on a prefetch too;
 //              DEVICE and SWAP pages whose host address the user unmapped (GONE) are dropped.
+//   A file range's HOST page the program discarded (nothing mapped) is taken as NONE: read from
+//   the file (storage/discard.h).
 #include "batch.h"
+#include "storage/discard.h"
 
 namespace umrt::rt {
 
@@ -49,6 +52,14 @@ void collect(Batch &b) {
       }
       // cur was reloaded by the failed CAS: decide again
     }
+  }
+  // A file range's host pages the program discarded are read from the file, not copied (their
+  // read would fault in zeros): NONE now, still held (storage/discard.h).
+  if (b.dir == Dir::to_device && b.r->file() && b.held) {
+    bool disc[kBlockPages];
+    if (take_back_discarded(*b.rt, *b.r, b.first, b.n, b.src, true, disc))
+      for (size_t i = 0; i < b.n; ++i)
+        if (disc[i]) b.src[i] = ents[b.first + i].load(std::memory_order_acquire) | entry::MIGRATE;
   }
 }
 

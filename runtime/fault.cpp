@@ -12,7 +12,6 @@
 // UNMAP events mark the pages GONE. A page whose device copy keeps failing to come back is
 // poisoned after kGiveUpAfter attempts (SIGBUS), never retried forever. Never throws; never
 // touches managed memory itself.
-#include <fcntl.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -59,19 +58,8 @@ struct Group {
 // it) and then zeros are mapped: the discarded page reads as zero and the copier goes on.
 // A device->host batch publishes HOST only pages it has already mapped, so an unmapped
 // HOST|LOCKED page always belongs to a host->device batch.
-// A writable file range's discarded page reads as zeros like any other; it is then DIRTY (the
-// zeros are what it holds now: a flush writes them, and a write to the zero page, which takes no
-// write-protect fault, is not lost).
-// Whether nothing at all is mapped at a (no page, no swap entry: /proc/self/pagemap bits 63 and
-// 62 clear). Unknown (no pagemap) counts as mapped.
-bool nothing_mapped(int pagemap, const void *a) {
-  uint64_t v = 0;
-  const off_t at = static_cast<off_t>(reinterpret_cast<uintptr_t>(a) / kPageSize * sizeof v);
-  if (pagemap < 0 || pread(pagemap, &v, sizeof v, at) != sizeof v) return false;
-  return !(v >> 63 & 1) && !(v >> 62 & 1);
-}
-
-void serve_host_page(Runtime &rt, Range &r, size_t page, int pagemap) {
+// A file range's discarded page is the file's again (storage/discard.h): never zeros.
+void serve_host_page(Runtime &rt, Range &r, size_t page) {
   Entry &e = r.entries[page];
   uint64_t old = 0;
   if (entry_try_lock(e, &old)) {
@@ -79,49 +67,65 @@ void serve_host_page(Runtime &rt, Range &r, size_t page, int pagemap) {
     // message) was discarded by the program (MADV_DONTNEED): it is the file's again, as with a
     // private file mapping, read back by the thread's retry. A change not flushed goes with it,
     // as the program asked; zeros are never written to the file for it.
-    if (entry::loc(old) == Loc::HOST && r.file() && nothing_mapped(pagemap, r.addr(page))) {
+    // Mapped: a late message, nothing to do (never zeros: a discard racing this check faults
+    // again).
+    if (entry::loc(old) == Loc::HOST && r.file()) {
       uint64_t locked = old | entry::LOCKED;
-      if (entry_transition(e, locked, entry::with_loc(old, Loc::NONE))) {
+      if (rt.pagemap.unmapped(r.addr(page)) && entry_transition(e, locked, entry::with_loc(old, Loc::NONE))) {
         if (DBlock *db = r.block_at(page)) rt.budget.sub(db, 1);
         rt.uffd.wake(r.addr(page), kPageSize);
         return;
       }
-    }
-    if (entry::loc(old) == Loc::HOST) {
+    } else if (entry::loc(old) == Loc::HOST) {
       size_t done = 0;
-      rt.uffd.zeropage(r.addr(page), kPageSize, true, &done);
-      if (done && r.writable() && !(old & entry::DIRTY)) entry_mark_dirty(e, old);
+      rt.uffd.zeropage(r.addr(page), kPageSize, true, &done);  // anonymous: zeros, as the kernel gives
     }
     entry_unlock(e);
     rt.uffd.wake(r.addr(page), kPageSize);  // mapped now (or moved meanwhile): the thread retries
     return;
   }
+  // Locked by someone else (below). A file range's discarded page is mapped with the file's bytes
+  // (write-protected where writes are tracked: it is clean, as the file), never zeros.
+  alignas(kPageSize) static const char zeros[kPageSize] = {};
+  auto map_discarded = [&] {
+    size_t done = 0;
+    const char *src = zeros;
+    if (r.file()) {
+      char *stage = file_staging();  // this fault thread's: free here (its batches are done)
+      uint64_t got = 0;
+      size_t ok = 0;
+      if (stage && read_file_pages(r, page, 1, stage, &got, &ok) == 0 && ok == 1) {
+        rt.stats.add(rt.stats.bytes_from_storage, got);
+        src = stage;
+      }
+    }
+    if (src == zeros && !r.file()) rt.uffd.zeropage(r.addr(page), kPageSize, true, &done);
+    else rt.uffd.copy(r.addr(page), src, kPageSize, true, &done, r.writable());
+    rt.uffd.wake(r.addr(page), kPageSize);  // EEXIST: mapped meanwhile
+  };
   // Locked by someone else. Only a page that really is not mapped may be cancelled: the message
   // may be a late one (its group's batch mapped the page and woke the thread, then a prefetch
   // locked it), and cancelling would silently keep that page from moving.
-  unsigned char resident = 0;
-  if (mincore(r.addr(page), kPageSize, &resident) == 0 && (resident & 1)) return;
+  // (pagemap, not mincore: a page the kernel swapped out is not resident, yet mapped.)
+  if (!rt.pagemap.unmapped(r.addr(page))) return;
   uint64_t cur = e.load(std::memory_order_acquire);
   // A write-back holds it (storage/writeback.cpp) and reads it, perhaps on this very thread: the
   // page was discarded (MADV_DONTNEED). Marked CANCEL, which under a FLUSH lock says just that:
   // the write-back writes nothing for it and gives it back to the file (NONE). The reader gets
-  // zeros meanwhile, write-protected (a writer waits for the write-back, then faults it in).
+  // the file's bytes meanwhile, write-protected (a writer waits for the write-back).
   if (entry::locked(cur) && (cur & entry::FLUSH) && entry::loc(cur) == Loc::HOST) {
     while (entry::locked(cur) && (cur & entry::FLUSH) && !(cur & entry::CANCEL) &&
            !entry_transition(e, cur, cur | entry::CANCEL)) {
     }
-    alignas(kPageSize) static const char zeros[kPageSize] = {};
-    size_t done = 0;
-    rt.uffd.copy(r.addr(page), zeros, kPageSize, true, &done, true);
-    rt.uffd.wake(r.addr(page), kPageSize);
+    map_discarded();
     return;
   }
-  const uint64_t dirty = r.writable() ? entry::DIRTY : 0;
+  // Held by a batch or the reclaim, perhaps reading it on this very thread: its move is
+  // cancelled (the holder restores it). Anonymous memory reads zeros, as the kernel gives; a
+  // file range's page the file's bytes, clean (what it holds is the file's now).
   while (entry::locked(cur) && entry::loc(cur) == Loc::HOST && !(cur & entry::GONE)) {
-    if ((cur & entry::CANCEL) || entry_transition(e, cur, cur | entry::CANCEL | dirty)) {
-      size_t done = 0;
-      rt.uffd.zeropage(r.addr(page), kPageSize, true, &done);  // EEXIST: mapped meanwhile
-      rt.uffd.wake(r.addr(page), kPageSize);
+    if ((cur & entry::CANCEL) || entry_transition(e, cur, cur | entry::CANCEL)) {
+      map_discarded();
       return;
     }
   }
@@ -163,7 +167,7 @@ void give_up(Runtime &rt, Range &r, size_t page, int rc) {
       strerror(-io_errno(rc)), why.empty() ? "" : ": ", why.c_str(), prc ? " (poisoning failed: it will keep faulting)" : "");
 }
 
-void serve_group(Runtime &rt, Group &g, FailCounts &fails, int pagemap) {
+void serve_group(Runtime &rt, Group &g, FailCounts &fails) {
   Range &r = *g.ref.get();
   std::sort(g.pages.begin(), g.pages.end());
   g.pages.erase(std::unique(g.pages.begin(), g.pages.end()), g.pages.end());
@@ -221,7 +225,7 @@ void serve_group(Runtime &rt, Group &g, FailCounts &fails, int pagemap) {
     } else {
       fails.served(a);
     }
-    if (entry::loc(e) == Loc::HOST) serve_host_page(rt, r, p, pagemap);
+    if (entry::loc(e) == Loc::HOST) serve_host_page(rt, r, p);
     else if (!entry::locked(e)) rt.uffd.wake(r.addr(p), kPageSize);
   }
   // The read-ahead: the faulting threads are awake already. A reader reaching the block before
@@ -335,18 +339,12 @@ void serve_unmap(Runtime &rt, uintptr_t lo, uintptr_t hi, uint64_t before) {
 }  // namespace
 
 struct FaultService::Shared {
-  explicit Shared(Runtime &rt) : remaps(rt), pagemap(open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC)) {}
-  ~Shared() {
-    if (pagemap >= 0) close(pagemap);
-  }
-  Shared(const Shared &) = delete;
-  Shared &operator=(const Shared &) = delete;
+  explicit Shared(Runtime &rt) : remaps(rt) {}
   // One reader at a time: a read and the handling of the events it brought, in order.
   std::mutex read_mu;
   Remaps remaps;  // under read_mu
   std::atomic<bool> evacuating{false};  // remaps.busy(), for the poll timeout
   FailCounts fails;
-  const int pagemap;  // this process's /proc/self/pagemap (-1: none), for serve_host_page
   // Device blocks a thread is serving faults of now, with the groups other threads found for
   // them meanwhile (served by the same thread right after, so no two serve one block at once).
   std::mutex busy_mu;
@@ -366,7 +364,7 @@ void serve_exclusive(Runtime &rt, FaultService::Shared &sh, Group &&g) {
     }
   }
   for (;;) {
-    serve_group(rt, g, sh.fails, sh.pagemap);
+    serve_group(rt, g, sh.fails);
     g.ref.reset();
     if (!key) return;
     std::lock_guard lk(sh.busy_mu);

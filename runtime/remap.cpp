@@ -32,6 +32,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -133,6 +134,12 @@ void batch_done(Range &r) {
 
 void Remaps::on_remap(uintptr_t from, uintptr_t to, size_t len, uint64_t before) {
   const intptr_t delta = static_cast<intptr_t>(to - from);
+  // A part moved out before (its evacuation under way) moved again, as a whole: what is still to
+  // come follows it to its new address. (Moved in part: the rest arrives where it was.)
+  for (Evacuation &ev : pending_) {
+    const uintptr_t d0 = ev.dst, d1 = ev.dst + ((ev.p1 - ev.p0) << kPageShift);
+    if (from <= d0 && d1 <= from + len) ev.dst += delta;
+  }
   for (const RangePtr &r : rt_.ranges.overlapping(from, from + len)) {
     if (r->seq > before) continue;
     const uintptr_t s = r->start(), e = s + r->map_bytes;
@@ -154,12 +161,17 @@ void Remaps::on_remap(uintptr_t from, uintptr_t to, size_t len, uint64_t before)
     // registered mappings merge, so one mremap can take parts of two ranges).
     const uintptr_t lo = std::max(from, s), hi = std::min(from + len, e);
     Evacuation ev{r, r->page_of(lo), r->page_of(hi - 1) + 1, lo + delta, now_ns() + kEvacuationTimeNs, {}, {}, {}, {}, 0, 0};
+    // A file range's host pages with nothing mapped at the new address were discarded by the
+    // program: the file's bytes go there (storage/discard.h).
+    std::unique_ptr<bool[]> unmapped(new bool[ev.p1 - ev.p0]());
+    if (r->file() && !rt_.pagemap.unmapped_run(reinterpret_cast<void *>(ev.dst), ev.p1 - ev.p0, unmapped.get()))
+      std::fill(unmapped.get(), unmapped.get() + (ev.p1 - ev.p0), false);
     for (size_t p = ev.p0; p < ev.p1; ++p) {
       const uint64_t v = r->entries[p].load(std::memory_order_acquire);
       if (v & entry::GONE) continue;
       if (ev.runs.empty() || ev.runs.back().second != p) ev.runs.emplace_back(p, p + 1);
       else ev.runs.back().second = p + 1;
-      if (away_from_host(*r, v)) ev.todo.push_back(p);
+      if (away_from_host(*r, v) || (entry::loc(v) == Loc::HOST && unmapped[p - ev.p0])) ev.todo.push_back(p);
     }
     if (ev.runs.empty()) continue;
     r->inflight.fetch_add(1);  // released when the evacuation ends (step)
@@ -177,8 +189,11 @@ bool Remaps::step(Evacuation &ev) {
     uint64_t old = 0;
     Entry &e = r.entries[ev.todo[k]];
     if (entry_try_lock(e, &old)) {
+      bool unmapped = false;  // a discarded host page of a file range, still with nothing at the new address
+      if (entry::loc(old) == Loc::HOST && r.file())
+        rt_.pagemap.unmapped_run(reinterpret_cast<void *>(ev.dst + ((ev.todo[k] - ev.p0) << kPageShift)), 1, &unmapped);
       if (entry::loc(old) == Loc::DEVICE) ev.held.push_back(ev.todo[k]);
-      else if (away_from_host(r, old)) ev.held_io.push_back(ev.todo[k]);
+      else if (away_from_host(r, old) || unmapped) ev.held_io.push_back(ev.todo[k]);
       else entry_unlock(e);
       ev.todo[k] = ev.todo.back();
       ev.todo.pop_back();
@@ -288,11 +303,27 @@ void Remaps::read_in(Evacuation &ev) {
         rc = rt_.uffd.copy(reinterpret_cast<char *>(ev.dst + ((first + i - ev.p0) << kPageShift)), stage + i * kPageSize,
                            (j - i) * kPageSize, false, &done);
       }
-      const size_t mapped = rc == -EEXIST ? j - i : done / kPageSize;  // EEXIST: mapped there already
+      // EEXIST: the page after those copied is mapped there already (taken as there; the rest
+      // next round). Another error than EAGAIN (the mremap still under way) or EEXIST: the new
+      // address is gone (unmapped by the program): those pages are lost now, not tried for 5 s.
+      const size_t mapped = std::min(j - i, done / kPageSize + (rc == -EEXIST ? 1 : 0));
+      const bool hopeless = rc && rc != -EAGAIN && rc != -EEXIST;
       for (size_t m = i; m < j; ++m) {
         const size_t p = first + m;
-        if (m >= i + mapped) {
+        if (m >= i + mapped && !hopeless) {
           left.push_back(p);
+          continue;
+        }
+        if (m >= i + mapped) {
+          Entry &e = r.entries[p];
+          if (swap) {  // the slot goes back: its page has nowhere to go
+            uint64_t cur = e.load(std::memory_order_acquire);
+            rt_.swap.release(&slots[m], 1);
+            while (!entry_transition(e, cur, entry::with_loc(cur, Loc::NONE) | entry::LOCKED)) {
+            }
+          }
+          ++ev.lost;
+          entry_unlock(e);
           continue;
         }
         Entry &e = r.entries[p];

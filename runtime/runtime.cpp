@@ -59,6 +59,7 @@ umrt_status Runtime::start(const umrt_config &c) {
   const uint64_t cap = backend->capacity();
   cfg.device_memory = cap;
   staging_pins_open(backend.get());  // threads' I/O staging may register with it from now
+  pagemap.open();
   // Test hooks for programs that cannot call umrt_inject_failure: fail the nth allocation / copy.
   struct Hook { const char *env; InjectKind kind; } hooks[] = {
       {"UMRT_SIM_FAIL_ALLOC", InjectKind::alloc}, {"UMRT_SIM_FAIL_COPY", InjectKind::copy}};
@@ -245,6 +246,7 @@ std::vector<RangePtr> Runtime::stop() {
   swap.close();
   storage_inject_reset();
   staging_pins_close();  // every staging registration undone while its backend exists
+  pagemap.close();
   backend.reset();
   user_read_guard_remove();
   uffd.close();

@@ -13,6 +13,7 @@
 #include "host_pool.h"
 #include "lanes.h"
 #include "range.h"
+#include "storage/discard.h"
 #include "storage/swap.h"
 #include "trace.h"
 #include "uffd.h"
@@ -85,6 +86,7 @@ struct Runtime {
   DevMem devmem;
   HostPool host_pool;  // host pages that left for the device, kept for the next ones home
   HostBudget budget;   // host pages held, and the reclaim thread (UMRT_HOST_MEMORY)
+  PageMap pagemap;     // /proc/self/pagemap: discarded file pages (storage/discard.h)
   SwapFile swap;       // where anonymous pages go past the budget (opened on first use)
   FaultService faults;
   Lanes lanes;  // second lanes of multi-block spans (migrate.cpp)

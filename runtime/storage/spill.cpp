@@ -81,9 +81,14 @@ uint32_t spill_block(Runtime &rt, Range &r, size_t first, size_t n, bool *refuse
     // copy
     char *stage = file_staging();
     const bool anon = !r.file();
+    // A file range's pages the program discarded are not written (their read would fault in
+    // zeros): published NONE below like clean ones (storage/discard.h).
+    bool gone[kBlockPages] = {};
+    if (!anon && !rt.pagemap.unmapped_run(host0, n, gone))
+      for (size_t i = 0; i < n; ++i) gone[i] = false;
     for (size_t i = 0; i < n; ++i) {
       if (!good[i]) continue;
-      io[i] = anon || (src[i] & entry::DIRTY);
+      io[i] = anon || ((src[i] & entry::DIRTY) && !gone[i]);
       if (io[i] && anon) {
         const int64_t s = rt.swap.alloc();
         if (s < 0) {

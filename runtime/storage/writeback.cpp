@@ -27,6 +27,7 @@
 #include "../nvtx.h"
 #include "../remap.h"
 #include "../threads.h"
+#include "discard.h"
 #include "file_store.h"
 #include "ring.h"
 
@@ -83,6 +84,14 @@ void wb_collect(WriteBack &w) {
       }
     }
   }
+  // Host pages the program discarded: nothing to write, the file's again (storage/discard.h).
+  bool disc[kBlockPages];
+  if (w.held && take_back_discarded(w.rt, w.r, w.first, w.n, w.src, false, disc))
+    for (size_t i = 0; i < w.n; ++i)
+      if (disc[i]) {
+        w.src[i] = 0;
+        --w.held;
+      }
 }
 
 // Pages [i, j) leave the write-back unwritten (they stay DIRTY).
@@ -181,8 +190,13 @@ void wb_finalize(WriteBack &w) {
   // Discarded pages go back to the file: published NONE and the zeros read meanwhile zapped, in
   // one install gate at an unchanged address (as the spill does: remap.cpp). Moved meanwhile:
   // they stay as they are (DIRTY, the zeros mapped).
+  // (Also those discarded while their write was under way: marked since the copy step looked.)
   bool any = false;
-  for (size_t i = 0; i < w.n && !any; ++i) any = w.src[i] && w.discarded[i];
+  for (size_t i = 0; i < w.n; ++i) {
+    w.discarded[i] = w.discarded[i] ||
+                     (held_at(w, i, Loc::HOST) && (ents[w.first + i].load(std::memory_order_acquire) & entry::CANCEL));
+    any = any || (w.src[i] && w.discarded[i]);
+  }
   if (any) {
     AsyncSignalsBlocked nosig;
     FaultService::InstallGate gate(w.rt.faults);
@@ -195,7 +209,7 @@ void wb_finalize(WriteBack &w) {
       uint64_t cur = e.load(std::memory_order_acquire);
       while (!entry_transition(e, cur, entry::with_loc(cur, Loc::NONE))) {
       }
-      madvise(host0 + i * kPageSize, kPageSize, MADV_DONTNEED);
+      if (!(cur & entry::GONE)) madvise(host0 + i * kPageSize, kPageSize, MADV_DONTNEED);  // GONE: not ours
       w.src[i] = 0;
       ++w.gave_back;
     }
