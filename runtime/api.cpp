@@ -441,38 +441,7 @@ umrt_status umrt_get_stats(umrt_stats *out) {
   Runtime &rt = call.rt();
   rt.faults.settle_events();  // device memory of a range munmap()ed just before is counted back
   rt.reap_zombies();
-  const Stats &s = rt.stats;
-  auto ld = [](const std::atomic<uint64_t> &v) { return v.load(std::memory_order_relaxed); };
-  umrt_stats o{};
-  o.cpu_faults = ld(s.cpu_faults);
-  o.bytes_to_device = ld(s.bytes_to_device);
-  o.bytes_to_host = ld(s.bytes_to_host);
-  o.evictions = rt.devmem.evictions();
-  o.batches = ld(s.batches);
-  o.pages_to_device = ld(s.pages_to_device);
-  o.pages_to_host = ld(s.pages_to_host);
-  o.zero_fills = ld(s.zero_fills);
-  o.pages_restored = ld(s.pages_restored);
-  o.pages_skipped_locked = ld(s.pages_skipped_locked);
-  o.fault_groups = ld(s.fault_groups);
-  o.write_faults = ld(s.write_faults);
-  o.write_cancels = ld(s.write_cancels);
-  o.device_bytes_in_use = rt.devmem.bytes_in_use();
-  o.device_capacity = rt.devmem.capacity();
-  o.pages_selected = ld(s.pages_selected);
-  o.ns_collect = ld(s.ns_collect);
-  o.ns_unmap = ld(s.ns_unmap);
-  o.ns_copy = ld(s.ns_copy);
-  o.ns_finalize = ld(s.ns_finalize);
-  o.host_pool_pages = rt.host_pool.pages();
-  o.host_pages_reused = rt.host_pool.reused();
-  o.bytes_from_storage = ld(s.bytes_from_storage);
-  o.bytes_to_storage = ld(s.bytes_to_storage);
-  o.host_pages = rt.budget.pages();
-  o.swap_outs = ld(s.swap_outs);
-  o.swap_ins = ld(s.swap_ins);
-  o.pages_dropped_clean = ld(s.pages_dropped_clean);
-  *out = o;
+  rt.fill_stats(out);
   return UMRT_SUCCESS;
 }
 

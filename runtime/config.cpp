@@ -79,8 +79,20 @@ bool inject_env(const char *name, uint64_t *nth) {
   return parse_bytes(v, nth) && *nth != 0;
 }
 
+bool stat_env(bool *on) {
+  const char *v = std::getenv("UMRT_STAT");
+  *on = true;
+  if (!v || !*v || !std::strcmp(v, "1") || !std::strcmp(v, "on")) return true;
+  if (!std::strcmp(v, "0") || !std::strcmp(v, "off")) {
+    *on = false;
+    return true;
+  }
+  return false;
+}
+
 umrt_status resolve_config(umrt_config *c) {
   const char *v;
+  if (bool stat_on; !stat_env(&stat_on)) return bad_env("UMRT_STAT", std::getenv("UMRT_STAT"), "1, on, 0 or off");
   if (enum_int(c->backend) == UMRT_BACKEND_DEFAULT) {
     c->backend = UMRT_BACKEND_AUTO;
     if ((v = std::getenv("UMRT_BACKEND")) && *v) {

@@ -13,6 +13,10 @@ bool parse_bytes(const char *s, uint64_t *out);
 // UMRT_ERROR_INVALID_VALUE (with last_error set) for a malformed variable or field.
 umrt_status resolve_config(umrt_config *cfg);
 
+// UMRT_STAT: the live statistics segment for umrt-stat (stat_segment.h) on (the default: unset,
+// empty, 1, on) or off (0, off); *on says which. false if malformed.
+bool stat_env(bool *on);
+
 // UMRT_SIM_FAIL_ALLOC / UMRT_SIM_FAIL_COPY: *nth = the count, 0 when unset; false if malformed.
 bool inject_env(const char *name, uint64_t *nth);
 

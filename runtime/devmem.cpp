@@ -205,6 +205,16 @@ void DevMem::touch(DBlock *b, uint64_t span) {
   if (b->chunk != kNoChunk) lru_.splice(lru_.end(), lru_, b->lru_it);
 }
 
+void DevMem::got_chunk_locked(DBlock *b, uint32_t c) {
+  b->chunk = c;
+  b->lru_it = lru_.insert(lru_.end(), b);
+  if (b->evicted_before) {  // it was evicted and is needed on the device again
+    b->evicted_before = false;
+    refetches_.fetch_add(1, std::memory_order_relaxed);
+    for (const Segment &s : b->segs) s.range->refetches.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
 int DevMem::ensure_chunk(DBlock *b, uint64_t span) {
   std::unique_lock lk(mu_);
   int failures = 0;
@@ -235,8 +245,7 @@ int DevMem::ensure_chunk(DBlock *b, uint64_t span) {
       }
       if (rc) return rc;
       from.pop_back();
-      b->chunk = c;
-      b->lru_it = lru_.insert(lru_.end(), b);
+      got_chunk_locked(b, c);
       return 0;
     }
     DBlock *v = nullptr;
@@ -280,11 +289,12 @@ int DevMem::ensure_chunk(DBlock *b, uint64_t span) {
       v->chunk = kNoChunk;
       lru_.erase(v->lru_it);
       evictions_.fetch_add(1, std::memory_order_relaxed);
+      v->evicted_before = true;
+      for (const Segment &s : v->segs) s.range->evictions.fetch_add(1, std::memory_order_relaxed);
       if (b->chunk == kNoChunk) {
         int mrc = be_->chunk_map(b->win, b->win_offset, c);
         if (mrc == 0) {
-          b->chunk = c;
-          b->lru_it = lru_.insert(lru_.end(), b);
+          got_chunk_locked(b, c);
           return 0;
         }
         last_err = mrc;

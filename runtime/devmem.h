@@ -54,6 +54,7 @@ struct DBlock {
   std::atomic<uint64_t> host_used{0};
   std::list<DBlock *>::iterator lru_it;
   uint64_t span = 0;         // guarded by DevMem::mu_: the prefetch that last filled it
+  bool evicted_before = false;  // guarded by DevMem::mu_: evicted since it last got a chunk
   std::vector<Segment> segs;  // guarded by DevMem::mu_
   // packs only
   bool is_pack = false;
@@ -108,6 +109,8 @@ class DevMem {
   uint64_t capacity() const { return uint64_t{nchunks_ - retired_.load(std::memory_order_relaxed)} * kBlockSize; }
   uint64_t bytes_in_use();
   uint64_t evictions() const { return evictions_.load(std::memory_order_relaxed); }
+  // Evicted blocks that got device memory again (each a block that had to come back: thrashing).
+  uint64_t refetches() const { return refetches_.load(std::memory_order_relaxed); }
   // Check every invariant above; on failure *why says which (quiescent state expected).
   bool validate(const std::vector<RangePtr> &ranges, std::string *why);
 
@@ -136,7 +139,9 @@ class DevMem {
   std::unordered_map<DBlock *, std::unique_ptr<DBlock>> packs_;
   std::set<std::pair<uint32_t, DBlock *>> room_;
   void update_room_locked(DBlock *p);
+  void got_chunk_locked(DBlock *b, uint32_t c);  // b holds chunk c now (LRU, refetch count)
   std::atomic<uint64_t> evictions_{0};
+  std::atomic<uint64_t> refetches_{0};
 };
 
 }  // namespace umrt::rt

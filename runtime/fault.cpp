@@ -476,6 +476,7 @@ void FaultService::loop() {
         sh.remaps.on_stray_fault(addr);
         continue;
       }
+      ref->faults.fetch_add(1, std::memory_order_relaxed);  // per allocation (umrt-stat)
       size_t page = ref->page_of(addr);
       if (m.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) {
         wps.emplace_back(std::move(ref), page);

@@ -71,6 +71,11 @@ struct Range : std::enable_shared_from_this<Range> {
   // page cache until their fdatasync, so nothing may drop its host copy meanwhile.
   std::atomic<int> flushing{0};
 
+  // What umrt-stat shows per allocation (stat_segment.h): counted with relaxed atomics, never
+  // read on a hot path. faults: CPU page faults on it (fault.cpp); evictions: its device blocks
+  // evicted; refetches: evicted blocks of it that got device memory again (thrashing; devmem.cpp).
+  std::atomic<uint64_t> faults{0}, evictions{0}, refetches{0};
+
   uint64_t seq = 0;                         // insertion order (RangeTable::seq)
   uintptr_t key = 0;  // its key in the range table (table's lock): start, or after a move the
                       // start of what moved (the address mremap() returned to the user)
@@ -197,6 +202,14 @@ class RangeTable {
   // given) = addr - its start, taken together (the range may move right after: mremap).
   RangeRef acquire(uintptr_t addr, size_t *offset = nullptr) const;
   std::vector<RangePtr> snapshot() const;
+  // f(const RangePtr &) for every range, under the table's shared lock (f must be short and take
+  // no umrt lock: the statistics publisher, stat_segment.cpp, looks at each range without copying
+  // the table).
+  template <class F>
+  void visit(F &&f) const {
+    std::shared_lock g(mu_);
+    for (const auto &kv : map_) f(kv.second);
+  }
   // Ranges overlapping [lo, hi).
   std::vector<RangePtr> overlapping(uintptr_t lo, uintptr_t hi) const;
   // Ranges inserted so far. A range with seq > this value was created after the call.

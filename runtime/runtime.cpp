@@ -94,10 +94,46 @@ umrt_status Runtime::start(const umrt_config &c) {
     log(Level::info, "host budget %llu MiB (reclaim to storage past it)", static_cast<unsigned long long>(cfg.host_memory >> 20));
   rc = faults.start(this, cfg.fault_threads);
   if (rc) return set_error(UMRT_ERROR_NOT_SUPPORTED, "fault service: %s", strerror(-rc));
+  if (bool stat_on = true; stat_env(&stat_on) && stat_on) stat.start(this);  // umrt-stat's segment
   log(Level::info, "started: backend %s, device memory %llu MiB, %u copy engines, %u fault threads%s", backend->name(),
       static_cast<unsigned long long>(cap >> 20), cfg.copy_threads, cfg.fault_threads,
       uffd.user_mode_only() ? ", user-mode-only faults" : "");
   return UMRT_SUCCESS;
+}
+
+void Runtime::fill_stats(umrt_stats *out) {
+  const Stats &s = stats;
+  auto ld = [](const std::atomic<uint64_t> &v) { return v.load(std::memory_order_relaxed); };
+  umrt_stats o{};
+  o.cpu_faults = ld(s.cpu_faults);
+  o.bytes_to_device = ld(s.bytes_to_device);
+  o.bytes_to_host = ld(s.bytes_to_host);
+  o.evictions = devmem.evictions();
+  o.batches = ld(s.batches);
+  o.pages_to_device = ld(s.pages_to_device);
+  o.pages_to_host = ld(s.pages_to_host);
+  o.zero_fills = ld(s.zero_fills);
+  o.pages_restored = ld(s.pages_restored);
+  o.pages_skipped_locked = ld(s.pages_skipped_locked);
+  o.fault_groups = ld(s.fault_groups);
+  o.write_faults = ld(s.write_faults);
+  o.write_cancels = ld(s.write_cancels);
+  o.device_bytes_in_use = devmem.bytes_in_use();
+  o.device_capacity = devmem.capacity();
+  o.pages_selected = ld(s.pages_selected);
+  o.ns_collect = ld(s.ns_collect);
+  o.ns_unmap = ld(s.ns_unmap);
+  o.ns_copy = ld(s.ns_copy);
+  o.ns_finalize = ld(s.ns_finalize);
+  o.host_pool_pages = host_pool.pages();
+  o.host_pages_reused = host_pool.reused();
+  o.bytes_from_storage = ld(s.bytes_from_storage);
+  o.bytes_to_storage = ld(s.bytes_to_storage);
+  o.host_pages = budget.pages();
+  o.swap_outs = ld(s.swap_outs);
+  o.swap_ins = ld(s.swap_ins);
+  o.pages_dropped_clean = ld(s.pages_dropped_clean);
+  *out = o;
 }
 
 void Runtime::retire(Range &r) {
@@ -221,6 +257,7 @@ int Runtime::bring_home(const Range **failed) {
 std::vector<RangePtr> Runtime::stop() {
   // Ranges become plain host memory: device memory freed, userfaultfd unregistered. The caller
   // brought every page home first (bring_home); whatever is still on the device is lost.
+  stat.stop();    // first: it looks at the ranges; its segment is unlinked
   budget.stop();  // nothing leaves for storage any more (shutdown brought it all home)
   std::vector<RangePtr> left = ranges.snapshot();
 #if UMRT_DEBUG_CHECKS

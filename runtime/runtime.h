@@ -13,6 +13,7 @@
 #include "host_pool.h"
 #include "lanes.h"
 #include "range.h"
+#include "stat_segment.h"
 #include "storage/discard.h"
 #include "storage/swap.h"
 #include "trace.h"
@@ -92,6 +93,7 @@ struct Runtime {
   Lanes lanes;  // second lanes of multi-block spans (migrate.cpp)
   Stats stats;
   Trace trace;  // UMRT_TRACE
+  StatPublisher stat;  // the live statistics segment for umrt-stat (UMRT_STAT)
 
   // Ranges the user munmap()ed whole: out of the table, device memory freed at the start of
   // the next API call (the fault service cannot wait for their batches to drain).
@@ -104,6 +106,9 @@ struct Runtime {
   void retire_unmapped(const RangePtr &r);
   // The table's ranges and the zombies: every range that may still hold device memory.
   std::vector<RangePtr> every_range();
+
+  // The counters of umrt_stats as they are now (umrt_get_stats; the statistics publisher).
+  void fill_stats(umrt_stats *out);
 
   umrt_status start(const umrt_config &c);  // sets last_error on failure
   // Every page of every range home (0), or the first error with *failed = its range: then
