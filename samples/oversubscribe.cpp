@@ -11,10 +11,11 @@
 // for each chunk's kernel, to time prefetch and kernel apart); on sim, host threads over the
 // umrt_device_pointer() addresses. (Which backend, and when the GPU path is built: sample_util.h.)
 //
-//   oversubscribe [--device-memory N] [--size N] [--chunk N] [--threads T]
+//   oversubscribe [--device-memory N] [--size N] [--chunk N] [--threads T] [--passes N]
 //     --device-memory  device capacity to configure (default 256M, also on a GPU)
 //     --size           working set, all three arrays (default 3x the reported capacity)
 //     --chunk          bytes of each array per step (default 32M)
+//     --passes         walks of the triad over the working set (default 1; more: a run to watch)
 //
 // Exit status: 0 success, 1 a wrong element or no eviction happened, 2 a umrt or CUDA error (or
 // bad arguments), 77 skipped: UMRT_BACKEND=cuda was asked for and no GPU is usable.
@@ -28,8 +29,9 @@ static float b_value(std::size_t i) { return static_cast<float>(i & 1023); }
 static float c_value(std::size_t i) { return static_cast<float>((i >> 10) & 511); }
 
 int main(int argc, char **argv) try {
-  const sample::Args args{argc, argv, "[--device-memory BYTES] [--size BYTES] [--chunk BYTES] [--threads T]"};
-  args.check_known({"device-memory", "size", "chunk", "threads"});
+  const sample::Args args{argc, argv, "[--device-memory BYTES] [--size BYTES] [--chunk BYTES] [--threads T] [--passes N]"};
+  args.check_known({"device-memory", "size", "chunk", "threads", "passes"});
+  const uint64_t passes = args.size("passes", 1);
   const uint64_t size = args.size("size", 0), want_chunk = args.size("chunk", 32ull << 20);
   const unsigned threads = args.threads();
   const std::size_t page = 4096 / sizeof(float);  // threads split work at page boundaries
@@ -69,6 +71,7 @@ int main(int argc, char **argv) try {
 
   double t_prefetch = 0, t_kernel = 0;
   const auto t_loop = sample::clock_type::now();
+  for (uint64_t pass = 0; pass < passes; ++pass)  // (--passes: each pass the same triad again)
   for (std::size_t first = 0; first < n; first += chunk) {
     const std::size_t count = std::min(chunk, n - first);
     // Stage the chunk on the device; when device memory runs out umrt evicts older chunks.
