@@ -90,9 +90,18 @@ bool stat_env(bool *on) {
   return false;
 }
 
+bool stat_interval_env(uint32_t *ms) {
+  const char *v = std::getenv("UMRT_STAT_INTERVAL");
+  *ms = 250;
+  if (!v || !*v) return true;
+  return parse_u32(v, ms) && *ms >= 1 && *ms <= 10000;
+}
+
 umrt_status resolve_config(umrt_config *c) {
   const char *v;
   if (bool stat_on; !stat_env(&stat_on)) return bad_env("UMRT_STAT", std::getenv("UMRT_STAT"), "1, on, 0 or off");
+  if (uint32_t ms; !stat_interval_env(&ms))
+    return bad_env("UMRT_STAT_INTERVAL", std::getenv("UMRT_STAT_INTERVAL"), "milliseconds, 1 to 10000");
   if (enum_int(c->backend) == UMRT_BACKEND_DEFAULT) {
     c->backend = UMRT_BACKEND_AUTO;
     if ((v = std::getenv("UMRT_BACKEND")) && *v) {

@@ -16,6 +16,8 @@ umrt_status resolve_config(umrt_config *cfg);
 // UMRT_STAT: the live statistics segment for umrt-stat (stat_segment.h) on (the default: unset,
 // empty, 1, on) or off (0, off); *on says which. false if malformed.
 bool stat_env(bool *on);
+// UMRT_STAT_INTERVAL: milliseconds between the segment's updates (1 to 10000; default 250).
+bool stat_interval_env(uint32_t *ms);
 
 // UMRT_SIM_FAIL_ALLOC / UMRT_SIM_FAIL_COPY: *nth = the count, 0 when unset; false if malformed.
 bool inject_env(const char *name, uint64_t *nth);

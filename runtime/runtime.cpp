@@ -94,7 +94,11 @@ umrt_status Runtime::start(const umrt_config &c) {
     log(Level::info, "host budget %llu MiB (reclaim to storage past it)", static_cast<unsigned long long>(cfg.host_memory >> 20));
   rc = faults.start(this, cfg.fault_threads);
   if (rc) return set_error(UMRT_ERROR_NOT_SUPPORTED, "fault service: %s", strerror(-rc));
-  if (bool stat_on = true; stat_env(&stat_on) && stat_on) stat.start(this);  // umrt-stat's segment
+  if (bool stat_on = true; stat_env(&stat_on) && stat_on) {  // umrt-stat's segment (stat_segment.h)
+    uint32_t ms = 250;
+    (void)stat_interval_env(&ms);  // resolve_config checked it
+    stat.start(this, ms);
+  }
   log(Level::info, "started: backend %s, device memory %llu MiB, %u copy engines, %u fault threads%s", backend->name(),
       static_cast<unsigned long long>(cap >> 20), cfg.copy_threads, cfg.fault_threads,
       uffd.user_mode_only() ? ", user-mode-only faults" : "");

@@ -113,8 +113,9 @@ void fill_row(const Range &r, bool swap_possible, stat::Alloc *a) {
 
 }  // namespace
 
-void StatPublisher::start(Runtime *rt) {
+void StatPublisher::start(Runtime *rt, uint32_t interval_ms) {
   rt_ = rt;
+  interval_ms_ = interval_ms;
   pid_ = static_cast<long>(getpid());
   sweep_stale(pid_);
   const std::string name = stat::shm_name(pid_);
@@ -152,7 +153,7 @@ void StatPublisher::start(Runtime *rt) {
   local_.start_time = stat::process_start_time(pid_);
   local_.created_unix_ns = clock_ns(CLOCK_REALTIME);
   std::snprintf(local_.backend, sizeof local_.backend, "%s", rt->backend->name());
-  local_.interval_ns = uint64_t{kIntervalMs} * 1000000;
+  local_.interval_ns = uint64_t{interval_ms} * 1000000;
   local_.host_budget = rt->cfg.host_memory;
   next_scan_ns_ = 0;
   top_.clear();
@@ -199,7 +200,7 @@ void StatPublisher::stop() {
 
 void StatPublisher::loop() {
   std::unique_lock lk(mu_);
-  while (!cv_.wait_for(lk, std::chrono::milliseconds(kIntervalMs), [this] { return stop_; })) {
+  while (!cv_.wait_for(lk, std::chrono::milliseconds(interval_ms_), [this] { return stop_; })) {
     lk.unlock();
     update();
     lk.lock();
@@ -259,6 +260,7 @@ void StatPublisher::update() {
   local_.nrows = rows;
   local_.updated_ns = clock_ns(CLOCK_MONOTONIC);
   ++local_.updates;
+  local_.sum = stat::segment_sum(local_);
   // Seqlock: odd while the words after it are rewritten.
   constexpr size_t seq_word = offsetof(stat::Segment, seq) / sizeof(uint64_t);
   uint64_t w[stat::kWords];

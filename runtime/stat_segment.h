@@ -94,6 +94,7 @@ struct Segment {
   uint64_t refetches;      // every evicted block brought back to the device (thrashing)
   uint64_t host_budget;    // UMRT_HOST_MEMORY bytes (0: none)
   uint64_t nrows;          // rows of allocs[] in use, largest first
+  uint64_t sum;            // the wrapping sum of every word after it: a check for readers
   uint64_t stats[kStatWords];
   Alloc allocs[kAllocRows];
 };
@@ -108,6 +109,16 @@ inline void load_words(uint64_t *dst, const uint64_t *src, size_t n) {
 }
 inline void store_words(uint64_t *dst, const uint64_t *src, size_t n) {
   for (size_t i = 0; i < n; ++i) __atomic_store_n(&dst[i], src[i], __ATOMIC_RELAXED);
+}
+
+// The sum Segment::sum holds (of the words after it).
+inline uint64_t segment_sum(const Segment &s) {
+  constexpr size_t first = offsetof(Segment, sum) / sizeof(uint64_t) + 1;
+  uint64_t w[kWords];
+  std::memcpy(w, &s, sizeof w);
+  uint64_t v = 0;
+  for (size_t i = first; i < kWords; ++i) v += w[i];
+  return v;
 }
 
 inline std::string shm_name(long pid) { return "/umrt." + std::to_string(pid); }
@@ -222,11 +233,11 @@ struct Runtime;
 // runtime (no segment: a line in the log, the program runs on); stop() joins and unlinks.
 class StatPublisher {
  public:
-  static constexpr int kIntervalMs = 250;
-  void start(Runtime *rt);
+  // interval_ms: between updates (UMRT_STAT_INTERVAL).
+  void start(Runtime *rt, uint32_t interval_ms);
   void stop();
   bool on() const { return seg_ != nullptr; }
-  // One update now (the thread does this every kIntervalMs; tests call it directly).
+  // One update now (the thread does this every interval).
   void update();
 
  private:
@@ -239,6 +250,7 @@ class StatPublisher {
   std::vector<std::weak_ptr<struct Range>> top_;  // the rows' ranges, largest first (last scan)
   bool swap_possible_ = false;    // a host budget: anonymous pages may be in the swap file
   long pid_ = 0;
+  uint32_t interval_ms_ = 250;
   uint64_t next_scan_ns_ = 0;     // the allocation table is rescanned from then on (adaptive)
   std::thread thread_;
   std::mutex mu_;  // stop_ and the wait
