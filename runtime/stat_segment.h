@@ -86,6 +86,7 @@ struct Segment {
   char backend[16];        // "sim", "cuda"
   // Rewritten on every update, between seq becoming odd and becoming even again.
   uint64_t seq;            // odd while an update is being written
+  uint64_t sum;            // the wrapping sum of every word after it: a check for readers
   uint64_t updated_ns;     // CLOCK_MONOTONIC of the last update (the heartbeat)
   uint64_t updates;        // updates so far
   uint64_t interval_ns;    // time between updates
@@ -94,7 +95,6 @@ struct Segment {
   uint64_t refetches;      // every evicted block brought back to the device (thrashing)
   uint64_t host_budget;    // UMRT_HOST_MEMORY bytes (0: none)
   uint64_t nrows;          // rows of allocs[] in use, largest first
-  uint64_t sum;            // the wrapping sum of every word after it: a check for readers
   uint64_t stats[kStatWords];
   Alloc allocs[kAllocRows];
 };
@@ -170,6 +170,37 @@ inline const char *read_result_string(ReadResult r) {
   return "?";
 }
 
+// One consistent snapshot of a segment mapped at w (len bytes) into *out: `ok`, `not_ready`
+// (being created, or every try raced an update), `bad` or `version`.
+inline ReadResult read_mapped(const uint64_t *w, size_t len, Segment *out, uint32_t *found_version = nullptr) {
+  if (len < 2 * sizeof(uint64_t)) return ReadResult::not_ready;
+  const uint64_t magic = __atomic_load_n(&w[0], __ATOMIC_ACQUIRE);
+  const uint64_t vb = __atomic_load_n(&w[1], __ATOMIC_RELAXED);
+  const uint32_t version = static_cast<uint32_t>(vb), bytes = static_cast<uint32_t>(vb >> 32);
+  if (found_version) *found_version = magic == kMagic ? version : 0;
+  if (magic == 0) return ReadResult::not_ready;
+  if (magic != kMagic) return ReadResult::bad;
+  if (version != kVersion) return ReadResult::version;
+  if (bytes != sizeof(Segment) || len < sizeof(Segment)) return ReadResult::bad;
+  constexpr size_t seq_word = offsetof(Segment, seq) / sizeof(uint64_t);
+  for (int tries = 0; tries < 1000; ++tries) {
+    // Seqlock: an even count, the words, the same count again: no update ran in between.
+    const uint64_t s1 = __atomic_load_n(&w[seq_word], __ATOMIC_ACQUIRE);
+    if (s1 & 1) {
+      usleep(100);
+      continue;
+    }
+    uint64_t buf[kWords];
+    load_words(buf, w, kWords);
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    if (__atomic_load_n(&w[seq_word], __ATOMIC_RELAXED) == s1) {
+      std::memcpy(static_cast<void *>(out), buf, sizeof buf);
+      return ReadResult::ok;
+    }
+  }
+  return ReadResult::not_ready;
+}
+
 // One consistent snapshot of pid's segment into *out. With check_alive, a segment whose process
 // is dead or whose start time differs from the process now holding the pid is `stale`.
 // *found_version: the version the segment says (for messages).
@@ -185,37 +216,7 @@ inline ReadResult read_segment(long pid, Segment *out, bool check_alive = true, 
   void *m = mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, 0);
   close(fd);
   if (m == MAP_FAILED) return ReadResult::bad;
-  const auto *w = static_cast<const uint64_t *>(m);
-  ReadResult res = ReadResult::not_ready;
-  const uint64_t magic = __atomic_load_n(&w[0], __ATOMIC_ACQUIRE);
-  const uint64_t vb = __atomic_load_n(&w[1], __ATOMIC_RELAXED);
-  const uint32_t version = static_cast<uint32_t>(vb), bytes = static_cast<uint32_t>(vb >> 32);
-  if (found_version) *found_version = magic == kMagic ? version : 0;
-  if (magic == 0) {
-    res = ReadResult::not_ready;
-  } else if (magic != kMagic) {
-    res = ReadResult::bad;
-  } else if (version != kVersion) {
-    res = ReadResult::version;
-  } else if (bytes != sizeof(Segment) || len < sizeof(Segment)) {
-    res = ReadResult::bad;
-  } else {
-    constexpr size_t seq_word = offsetof(Segment, seq) / sizeof(uint64_t);
-    for (int tries = 0; tries < 1000 && res != ReadResult::ok; ++tries) {
-      const uint64_t s1 = __atomic_load_n(&w[seq_word], __ATOMIC_ACQUIRE);
-      if (s1 & 1) {
-        usleep(100);
-        continue;
-      }
-      uint64_t buf[kWords];
-      load_words(buf, w, kWords);
-      __atomic_thread_fence(__ATOMIC_ACQUIRE);
-      if (__atomic_load_n(&w[seq_word], __ATOMIC_RELAXED) == s1) {
-        std::memcpy(static_cast<void *>(out), buf, sizeof buf);
-        res = ReadResult::ok;
-      }
-    }
-  }
+  ReadResult res = read_mapped(static_cast<const uint64_t *>(m), len, out, found_version);
   munmap(m, len);
   if (res == ReadResult::ok && check_alive &&
       (out->pid != pid || !pid_alive(pid) || process_start_time(pid) != out->start_time))
