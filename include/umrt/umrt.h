@@ -76,7 +76,10 @@ typedef enum umrt_write_fault_policy {
  * and spills too) as a Chrome trace (scripts/plot_trace.py draws it); UMRT_SWAP_DIR=DIR is where
  * the host budget's swap file goes (default $TMPDIR, else /tmp; the file is unlinked at
  * creation); UMRT_SIM_FAIL_ALLOC=N / UMRT_SIM_FAIL_COPY=N make the Nth frame allocation / copy
- * fail (for tests, as umrt_inject_failure). Bad values make umrt_init (and
+ * fail (for tests, as umrt_inject_failure); UMRT_STAT=1|on (the default) or 0|off: publish live
+ * statistics and the largest allocations for the umrt-stat tool in /dev/shm/umrt.<pid> (mode
+ * 0400: the owner and root may read it; removed at umrt_shutdown and at exit), rewritten every
+ * UMRT_STAT_INTERVAL milliseconds (1 to 10000, default 250). Bad values make umrt_init (and
  * umrt_config_defaults) return INVALID_VALUE naming the variable. */
 
 /** Runtime configuration. Zero in any field means "take it from the environment, else the
