@@ -267,8 +267,7 @@ void StatPublisher::update() {
   std::memcpy(w, &local_, sizeof w);
   auto *dst = reinterpret_cast<uint64_t *>(seg_);
   const uint64_t s = __atomic_load_n(&dst[seq_word], __ATOMIC_RELAXED);
-  __atomic_store_n(&dst[seq_word], s + 1, __ATOMIC_RELAXED);
-  __atomic_thread_fence(__ATOMIC_RELEASE);
+  __atomic_store_n(&dst[seq_word], s + 1, __ATOMIC_RELAXED);  // ordered by the release stores after it
   stat::store_words(dst + seq_word + 1, w + seq_word + 1, stat::kWords - seq_word - 1);
   __atomic_store_n(&dst[seq_word], s + 2, __ATOMIC_RELEASE);
 }
