@@ -246,7 +246,7 @@ void StatPublisher::update() {
   if (now >= next_scan_ns_) {
     scan_allocs();
     const uint64_t took = clock_ns(CLOCK_MONOTONIC) - now;
-    next_scan_ns_ = now + took * 100;
+    next_scan_ns_ = now + std::min<uint64_t>(took * 100, 2000000000ull);  // at least every 2 s
   }
   umrt_stats st{};
   rt_->fill_stats(&st);

@@ -42,6 +42,15 @@ st::Segment fresh_snapshot(int updates = 2) {
   return s;
 }
 
+// A snapshot once the range table was scanned with n allocations in it (a scan comes at most
+// every update, less often when one took long: a loaded machine).
+st::Segment snapshot_with(uint64_t n) {
+  st::Segment s = fresh_snapshot();
+  for (int i = 0; i < 400 && s.nallocs != n; ++i) s = fresh_snapshot(1);
+  EXPECT_EQ(s.nallocs, n);
+  return s;
+}
+
 const st::Alloc *row_of(const st::Segment &s, const void *p) {
   for (uint64_t i = 0; i < s.nrows; ++i)
     if (s.allocs[i].address == reinterpret_cast<uintptr_t>(p)) return &s.allocs[i];
@@ -175,7 +184,7 @@ TEST_F(Stat, PublishesProcessAndAllocations) {
   volatile char c = static_cast<char *>(mid)[10];
   (void)c;
 
-  const st::Segment s = fresh_snapshot();
+  const st::Segment s = snapshot_with(3);
   const umrt_stats now = get_stats();
   EXPECT_EQ(s.magic, st::kMagic);
   EXPECT_EQ(s.version, st::kVersion);
@@ -220,11 +229,8 @@ TEST_F(Stat, PublishesProcessAndAllocations) {
   // A freed allocation leaves the table (its row at the next update; the count at the next scan
   // of the range table, which may come a few updates later: scans take at most ~1% of the time).
   ASSERT_EQ(umrt_free(big), UMRT_SUCCESS);
-  st::Segment after = fresh_snapshot();
-  EXPECT_EQ(row_of(after, big), nullptr);
-  for (int i = 0; i < 200 && after.nallocs != 2; ++i) after = fresh_snapshot(1);
-  EXPECT_EQ(after.nallocs, 2u);
-  EXPECT_EQ(row_of(after, big), nullptr);
+  EXPECT_EQ(row_of(fresh_snapshot(), big), nullptr);
+  snapshot_with(2);
   umrt_free(mid);
   umrt_free(small);
 }
@@ -237,8 +243,7 @@ TEST_F(Stat, LargestThirtyTwo) {
     ASSERT_EQ(umrt_malloc(&p, i * 3 * kPage), UMRT_SUCCESS);
     ps.push_back(p);
   }
-  const st::Segment s = fresh_snapshot();
-  EXPECT_EQ(s.nallocs, 40u);
+  const st::Segment s = snapshot_with(40);
   ASSERT_EQ(s.nrows, st::kAllocRows);
   for (uint64_t i = 0; i < s.nrows; ++i) EXPECT_EQ(s.allocs[i].size, (40 - i) * 3 * kPage) << "row " << i;
   for (void *p : ps) umrt_free(p);
