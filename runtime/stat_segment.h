@@ -17,6 +17,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -185,7 +186,12 @@ inline ReadResult read_mapped(const uint64_t *w, size_t len, Segment *out, uint3
   if (version != kVersion) return ReadResult::version;
   if (bytes != sizeof(Segment) || len < sizeof(Segment)) return ReadResult::bad;
   constexpr size_t seq_word = offsetof(Segment, seq) / sizeof(uint64_t);
-  for (int tries = 0; tries < 1000; ++tries) {
+  // Retried for up to a second: the writer may be preempted in the middle of an update.
+  timespec t0, t;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (;;) {
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    if ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) > 1000000000L) break;
     // Seqlock: an even count, the words, the same count again: no update ran in between.
     const uint64_t s1 = __atomic_load_n(&w[seq_word], __ATOMIC_ACQUIRE);
     if (s1 & 1) {
