@@ -160,7 +160,7 @@ void Remaps::on_remap(uintptr_t from, uintptr_t to, size_t len, uint64_t before)
     // Only r's pages still mapped: its GONE ones there may be another range's (adjacent
     // registered mappings merge, so one mremap can take parts of two ranges).
     const uintptr_t lo = std::max(from, s), hi = std::min(from + len, e);
-    Evacuation ev{r, r->page_of(lo), r->page_of(hi - 1) + 1, lo + delta, now_ns() + kEvacuationTimeNs, {}, {}, {}, {}, 0, 0};
+    Evacuation ev{r, r->page_of(lo), r->page_of(hi - 1) + 1, lo + delta, now_ns() + kEvacuationTimeNs, {}, {}, {}, {}, 0, 0, 0};
     // A file range's host pages with nothing mapped at the new address were discarded by the
     // program: the file's bytes go there (storage/discard.h).
     std::unique_ptr<bool[]> unmapped(new bool[ev.p1 - ev.p0]());
@@ -265,6 +265,7 @@ void Remaps::read_in(Evacuation &ev) {
   if (!stage) return;
   std::sort(ev.held_io.begin(), ev.held_io.end());
   std::vector<size_t> left;
+  bool dead_round = false;
   for (size_t k = 0; k < ev.held_io.size();) {
     const size_t first = ev.held_io[k];
     const bool swap = entry::loc(r.entries[first].load(std::memory_order_acquire)) == Loc::SWAP;
@@ -304,10 +305,14 @@ void Remaps::read_in(Evacuation &ev) {
                            (j - i) * kPageSize, false, &done);
       }
       // EEXIST: the page after those copied is mapped there already (taken as there; the rest
-      // next round). Another error than EAGAIN (the mremap still under way) or EEXIST: the new
-      // address is gone (unmapped by the program): those pages are lost now, not tried for 5 s.
+      // next round). Another error than EAGAIN (the mremap still under way) or EEXIST: nothing is
+      // at the new address. Either it moved again (its REMAP is read before the next round, and
+      // dst follows) or the program unmapped it: failing again on the next round, those pages
+      // are lost then, not read again and again for 5 s.
       const size_t mapped = std::min(j - i, done / kPageSize + (rc == -EEXIST ? 1 : 0));
-      const bool hopeless = rc && rc != -EAGAIN && rc != -EEXIST;
+      const bool dead = rc && rc != -EAGAIN && rc != -EEXIST;
+      dead_round = dead_round || dead;
+      const bool hopeless = dead && ev.dead_rounds >= 1;
       for (size_t m = i; m < j; ++m) {
         const size_t p = first + m;
         if (m >= i + mapped && !hopeless) {
@@ -342,6 +347,7 @@ void Remaps::read_in(Evacuation &ev) {
     k = z;
   }
   ev.held_io.swap(left);
+  ev.dead_rounds = dead_round ? ev.dead_rounds + 1 : 0;
 }
 
 void Remaps::rounds() {

@@ -41,6 +41,7 @@ class Remaps {
     std::vector<size_t> todo;  // pages away from the host not locked yet (a batch held them)
     std::vector<std::pair<size_t, size_t>> runs;  // [first, end) of r's pages that moved (not GONE)
     size_t moved, lost;
+    unsigned dead_rounds = 0;  // rounds in a row whose copies to dst failed for good (not EAGAIN)
   };
   bool step(Evacuation &ev);  // true when done
   void read_in(Evacuation &ev);  // held_io pages read and mapped at the new address

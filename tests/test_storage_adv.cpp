@@ -165,9 +165,10 @@ TEST_F(RS7, MremapOfAPartThenMunmapDestination) {
   const uint64_t reread = get_stats().bytes_from_storage - s0;
   std::printf("bytes read from storage in the 0.5 s after the munmap of the destination: %llu MiB\n",
               static_cast<unsigned long long>(reread >> 20));
-  // The copy to a destination that is gone fails for good: given up at once (before: the part
-  // was read again every millisecond for 5 s, 5.5 GiB, its pages locked all along).
-  EXPECT_LE(reread, 2 * part) << "the part was read again and again";
+  // The copy to a destination that is gone fails for good: given up on the second round that
+  // finds it gone (the first may be a move not yet read), so the part is read a few times at
+  // most (before: again every millisecond for 5 s, 5.5 GiB, its pages locked all along).
+  EXPECT_LE(reread, 4 * part) << "the part was read again and again";
   EXPECT_EQ(std::memcmp(c, f.data(), at), 0);
   EXPECT_EQ(std::memcmp(c + at + part, f.data() + at + part, bytes - at - part), 0);
   EXPECT_EQ(umrt_validate(), UMRT_SUCCESS) << last_error();
