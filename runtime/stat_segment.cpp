@@ -8,6 +8,7 @@
 #include "stat_segment.h"
 
 #include <dirent.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -31,36 +32,60 @@ uint64_t clock_ns(clockid_t id) {
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
 
-// The segment to unlink at exit: its owner's pid (0: none) and name. A fork child sees its
-// parent's pid here, never its own, so it never removes the parent's segment.
+// The segment to unlink at exit: its owner's pid (0: none), name and inode (only that file: the
+// name may be another process's by then, in another pid namespace sharing /dev/shm). A fork
+// child sees its parent's pid here, never its own, so it never removes the parent's segment.
 std::atomic<long> g_owner{0};
 char g_name[40];
+ino_t g_ino = 0;
 std::once_flag g_atexit_once;
 
-void unlink_at_exit() {
-  if (g_owner.load(std::memory_order_acquire) == static_cast<long>(getpid())) shm_unlink(g_name);
+// Unlink name if it is still the file with inode ino.
+void unlink_if_same(const char *name, ino_t ino) {
+  char path[64];
+  std::snprintf(path, sizeof path, "%s%s", stat::kShmDir, name);
+  struct stat st;
+  if (lstat(path, &st) == 0 && st.st_ino == ino) shm_unlink(name);
 }
 
-// Segments of dead processes of this user (killed, so never unlinked): removed. Best effort; a
-// segment whose process lives, or that is someone else's, is left alone.
+void unlink_at_exit() {
+  if (g_owner.load(std::memory_order_acquire) == static_cast<long>(getpid())) unlink_if_same(g_name, g_ino);
+}
+
+// The file at name if it is a segment nobody holds any more (its creator died, was killed or
+// exec'd; or an older umrt's): unlinked, true. A live process's (in any pid namespace: it holds
+// its flock), someone else's, or not a regular file: left alone, false.
+bool remove_if_abandoned(const char *name, long pid, bool check_start_time) {
+  const int fd = shm_open(name, O_RDONLY | O_NONBLOCK | O_CLOEXEC, 0);
+  if (fd < 0) return errno == ENOENT;
+  struct stat st;
+  bool gone = false;
+  if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() && !stat::segment_held(fd)) {
+    gone = !stat::pid_alive(pid);
+    if (!gone && check_start_time) {  // alive: the pid reused by another process?
+      stat::Segment s;
+      gone = stat::read_segment(pid, &s, false) == stat::ReadResult::ok &&
+             (s.pid != pid || stat::process_start_time(pid) != s.start_time);
+    }
+    if (gone) unlink_if_same(name, st.st_ino);
+  }
+  close(fd);
+  return gone;
+}
+
+// Segments of dead processes of this user (killed, so never unlinked): removed. Best effort.
 void sweep_stale(long self) {
   DIR *d = opendir(stat::kShmDir);
   if (!d) return;
-  const uid_t me = geteuid();
   while (dirent *e = readdir(d)) {
     const char *n = e->d_name;
     if (std::strncmp(n, "umrt.", 5) != 0 || !n[5]) continue;
     char *end = nullptr;
     const long pid = std::strtol(n + 5, &end, 10);
     if (*end || pid <= 0 || pid == self) continue;
-    struct stat st;
-    if (fstatat(dirfd(d), n, &st, AT_SYMLINK_NOFOLLOW) != 0 || st.st_uid != me || !S_ISREG(st.st_mode)) continue;
-    bool stale = !stat::pid_alive(pid);
-    if (!stale) {
-      stat::Segment s;
-      stale = stat::read_segment(pid, &s) == stat::ReadResult::stale;
-    }
-    if (stale) shm_unlink(stat::shm_name(pid).c_str());
+    char name[sizeof(e->d_name) + 1];
+    std::snprintf(name, sizeof name, "/%s", n);
+    remove_if_abandoned(name, pid, true);
   }
   closedir(d);
 }
@@ -114,33 +139,53 @@ void fill_row(const Range &r, bool swap_possible, stat::Alloc *a) {
 }  // namespace
 
 void StatPublisher::start(Runtime *rt, uint32_t interval_ms) {
+  try {  // (std::string, std::thread: nothing may throw through the C API)
+    start_segment(rt, interval_ms);
+  } catch (const std::exception &e) {
+    log(Level::info, "umrt-stat: no statistics segment (%s)", e.what());
+    stop();
+  }
+}
+
+void StatPublisher::start_segment(Runtime *rt, uint32_t interval_ms) {
   rt_ = rt;
   interval_ms_ = interval_ms;
   pid_ = static_cast<long>(getpid());
   sweep_stale(pid_);
-  const std::string name = stat::shm_name(pid_);
+  char name[40];
+  std::snprintf(name, sizeof name, "/umrt.%ld", pid_);
   int fd = -1;
   for (int tries = 0; tries < 2 && fd < 0; ++tries) {
     // 0400: its owner (and root) may read it; nobody may open it for writing (the creator
     // writes through this descriptor's mapping).
-    fd = shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0400);
-    if (fd < 0 && errno == EEXIST) shm_unlink(name.c_str());  // a dead process's with our pid
-    else if (fd < 0) break;
+    fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0400);
+    // One by our pid already: a dead process's (removed), or a live one's in another pid
+    // namespace sharing /dev/shm (left alone: we run without a segment).
+    if (fd < 0 && (errno != EEXIST || !remove_if_abandoned(name, pid_, false))) break;
   }
   if (fd < 0) {
-    log(Level::info, "umrt-stat: no statistics segment %s%s: %s", stat::kShmDir, name.c_str(), strerror(errno));
+    log(Level::info, "umrt-stat: no statistics segment %s%s: %s", stat::kShmDir, name,
+        errno == EEXIST ? "a live process of another pid namespace has that name" : strerror(errno));
     return;
   }
+  // Held (shared flock) for as long as this process publishes: readers and sweepers tell a live
+  // segment by it. Space allocated now: a full /dev/shm is an error here, not a SIGBUS at the
+  // first store.
+  struct stat st;
   void *m = MAP_FAILED;
-  if (ftruncate(fd, sizeof(stat::Segment)) == 0)
+  int err = flock(fd, LOCK_SH) == 0 && fstat(fd, &st) == 0 ? posix_fallocate(fd, 0, sizeof(stat::Segment)) : errno;
+  if (err == 0) {
     m = mmap(nullptr, sizeof(stat::Segment), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  const int err = errno;
-  close(fd);
+    if (m == MAP_FAILED) err = errno;
+  }
   if (m == MAP_FAILED) {
-    shm_unlink(name.c_str());
-    log(Level::info, "umrt-stat: statistics segment %s%s: %s", stat::kShmDir, name.c_str(), strerror(err));
+    shm_unlink(name);
+    close(fd);
+    log(Level::info, "umrt-stat: statistics segment %s%s: %s", stat::kShmDir, name, strerror(err));
     return;
   }
+  fd_ = fd;
+  ino_ = st.st_ino;
   std::unique_lock lk(update_mu_);
   seg_ = static_cast<stat::Segment *>(m);
   swap_possible_ = rt->cfg.host_memory != 0;
@@ -166,7 +211,8 @@ void StatPublisher::start(Runtime *rt, uint32_t interval_ms) {
   lk.unlock();
   update();
   __atomic_store_n(reinterpret_cast<uint64_t *>(seg_), stat::kMagic, __ATOMIC_RELEASE);
-  std::snprintf(g_name, sizeof g_name, "%s", name.c_str());
+  std::snprintf(g_name, sizeof g_name, "%s", name);
+  g_ino = ino_;
   g_owner.store(pid_, std::memory_order_release);
   std::call_once(g_atexit_once, [] { std::atexit(unlink_at_exit); });
   stop_ = false;
@@ -191,10 +237,12 @@ void StatPublisher::stop() {
   if (!seg_) return;
   if (g_owner.load(std::memory_order_acquire) == pid_) {
     g_owner.store(0, std::memory_order_release);
-    shm_unlink(stat::shm_name(pid_).c_str());
+    unlink_if_same(g_name, ino_);
   }
   munmap(seg_, sizeof(stat::Segment));
   seg_ = nullptr;
+  if (fd_ >= 0) close(fd_);  // (the flock goes with it)
+  fd_ = -1;
   top_.clear();
 }
 
@@ -237,6 +285,14 @@ void StatPublisher::scan_allocs() {
 }
 
 void StatPublisher::update() {
+  try {
+    update_segment();
+  } catch (const std::exception &e) {  // (out of memory in the table walk: this update is skipped)
+    log(Level::info, "umrt-stat: an update failed: %s", e.what());
+  }
+}
+
+void StatPublisher::update_segment() {
   std::lock_guard g(update_mu_);
   if (!seg_) return;
   const uint64_t now = clock_ns(CLOCK_MONOTONIC);

@@ -15,6 +15,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -208,25 +209,85 @@ inline ReadResult read_mapped(const uint64_t *w, size_t len, Segment *out, uint3
   return ReadResult::not_ready;
 }
 
-// One consistent snapshot of pid's segment into *out. With check_alive, a segment whose process
-// is dead or whose start time differs from the process now holding the pid is `stale`.
+// Whether the segment open at fd is still held by its creator, which keeps a shared flock on it
+// for as long as it publishes (released by the kernel when it exits, is killed or execs). An
+// exclusive try that succeeds: nobody holds it. Other errors: cannot tell, taken as held.
+inline bool segment_held(int fd) {
+  if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+    flock(fd, LOCK_UN);
+    return false;
+  }
+  return errno == EWOULDBLOCK;
+}
+
+// Open pid's segment to read it, warily (anyone may have put a file by that name in /dev/shm):
+// never blocking (a FIFO), never through a symlink, only a regular file of whole size, owned by
+// the owner of the process (or, the process gone, by us) and writable by nobody but its owner.
+// Returns the fd, or -1 with *res saying why.
+inline int open_segment(long pid, ReadResult *res) {
+  const int fd = shm_open(shm_name(pid).c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC, 0);
+  if (fd < 0) {
+    *res = errno == EACCES ? ReadResult::denied : errno == ENOENT ? ReadResult::missing : ReadResult::bad;
+    return -1;
+  }
+  struct stat st, owner;
+  char proc[64];
+  std::snprintf(proc, sizeof proc, "/proc/%ld", pid);
+  const uid_t want = ::stat(proc, &owner) == 0 ? owner.st_uid : geteuid();
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (st.st_mode & (S_IWGRP | S_IWOTH)) || st.st_uid != want) {
+    close(fd);
+    *res = ReadResult::bad;
+    return -1;
+  }
+  if (static_cast<size_t>(st.st_size) < sizeof(Segment)) {
+    close(fd);
+    *res = st.st_size == 0 ? ReadResult::not_ready : ReadResult::bad;
+    return -1;
+  }
+  return fd;
+}
+
+// One consistent snapshot of pid's segment into *out, read with pread (a file truncated under
+// the reader is a short read, never a SIGBUS): the seqlock count even and the same after the
+// copy, and the copy's sum right. With check_alive, a segment nobody holds any more, whose
+// process is dead, or whose start time differs from the process now holding the pid is `stale`.
 // *found_version: the version the segment says (for messages).
 inline ReadResult read_segment(long pid, Segment *out, bool check_alive = true, uint32_t *found_version = nullptr) {
-  const int fd = shm_open(shm_name(pid).c_str(), O_RDONLY | O_CLOEXEC, 0);
-  if (fd < 0) return errno == EACCES ? ReadResult::denied : ReadResult::missing;
-  struct stat st;
-  if (fstat(fd, &st) != 0 || static_cast<size_t>(st.st_size) < 2 * sizeof(uint64_t)) {
-    close(fd);
-    return ReadResult::not_ready;
+  ReadResult res = ReadResult::missing;
+  const int fd = open_segment(pid, &res);
+  if (fd < 0) return res;
+  constexpr size_t seq_off = offsetof(Segment, seq);
+  timespec t0, t;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  res = ReadResult::not_ready;
+  for (;;) {
+    uint64_t buf[kWords], seq2 = 0;
+    if (pread(fd, buf, sizeof buf, 0) != static_cast<ssize_t>(sizeof buf) ||
+        pread(fd, &seq2, sizeof seq2, seq_off) != static_cast<ssize_t>(sizeof seq2)) {
+      res = ReadResult::bad;
+      break;
+    }
+    const uint32_t version = static_cast<uint32_t>(buf[1]), bytes = static_cast<uint32_t>(buf[1] >> 32);
+    if (found_version) *found_version = buf[0] == kMagic ? version : 0;
+    if (buf[0] == 0) res = ReadResult::not_ready;  // being created
+    else if (buf[0] != kMagic) res = ReadResult::bad;
+    else if (version != kVersion) res = ReadResult::version;
+    else if (bytes != sizeof(Segment)) res = ReadResult::bad;
+    else {
+      std::memcpy(static_cast<void *>(out), buf, sizeof buf);
+      // A copy that raced an update: again.
+      res = (out->seq & 1) || out->seq != seq2 || segment_sum(*out) != out->sum ? ReadResult::not_ready : ReadResult::ok;
+    }
+    if (res != ReadResult::not_ready) break;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    if ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) > 1000000000L) break;
+    if (check_alive && !segment_held(fd)) break;  // its writer is gone: it will not get ready
+    usleep(200);
   }
-  const size_t len = static_cast<size_t>(st.st_size);
-  void *m = mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, 0);
+  const bool held = segment_held(fd);
   close(fd);
-  if (m == MAP_FAILED) return ReadResult::bad;
-  ReadResult res = read_mapped(static_cast<const uint64_t *>(m), len, out, found_version);
-  munmap(m, len);
-  if (res == ReadResult::ok && check_alive &&
-      (out->pid != pid || !pid_alive(pid) || process_start_time(pid) != out->start_time))
+  if (check_alive && (res == ReadResult::ok || res == ReadResult::not_ready) &&
+      (!held || (res == ReadResult::ok && (out->pid != pid || !pid_alive(pid) || process_start_time(pid) != out->start_time))))
     res = ReadResult::stale;
   return res;
 }
@@ -249,11 +310,15 @@ class StatPublisher {
   void update();
 
  private:
+  void start_segment(Runtime *rt, uint32_t interval_ms);
+  void update_segment();
   void loop();
   void scan_allocs();
   Runtime *rt_ = nullptr;
   std::mutex update_mu_;          // one update at a time; seg_, local_, top_
   stat::Segment *seg_ = nullptr;  // the shared mapping
+  int fd_ = -1;                   // its file, open (and flock()ed shared) while it is published
+  ino_t ino_ = 0;                 // its inode: only that file is ever unlinked
   stat::Segment local_{};         // the next update, built here, then copied under the seqlock
   std::vector<std::weak_ptr<struct Range>> top_;  // the rows' ranges, largest first (last scan)
   bool swap_possible_ = false;    // a host budget: anonymous pages may be in the swap file

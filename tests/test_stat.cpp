@@ -10,13 +10,17 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sched.h>
+#include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstddef>
+#include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
@@ -152,6 +156,20 @@ TEST(StatChild, Run) {
   ASSERT_EQ(write(fd, &c, 1), 1);
   if (!std::strcmp(mode, "exit")) std::exit(0);
   for (;;) pause();
+}
+
+// The child of Stat.FullDevShmIsNoSegmentNotACrash (skipped unless UMRT_STAT_FULL_SHM is set): on
+// a full /dev/shm, umrt works, without a segment.
+TEST(StatChild, FullShm) {
+  if (!std::getenv("UMRT_STAT_FULL_SHM")) GTEST_SKIP() << "only run as the child of Stat.FullDevShmIsNoSegmentNotACrash";
+  umrt_config cfg = sim_config(4 * MiB);
+  ASSERT_EQ(umrt_init(&cfg), UMRT_SUCCESS) << last_error();
+  EXPECT_FALSE(seg_exists(getpid())) << "a segment on a full /dev/shm";
+  void *p = nullptr;
+  ASSERT_EQ(umrt_malloc(&p, 2 * MiB), UMRT_SUCCESS) << last_error();
+  static_cast<volatile char *>(p)[0] = 1;
+  EXPECT_EQ(umrt_free(p), UMRT_SUCCESS);
+  EXPECT_EQ(umrt_shutdown(), UMRT_SUCCESS);
 }
 
 TEST(StatLayout, FixedLayout) {
@@ -434,4 +452,99 @@ TEST_F(Stat, StaleSegments) {
   shm_unlink(st::shm_name(live).c_str());
   kill(live, SIGKILL);
   waitpid(live, &status, 0);
+}
+
+// What anyone may put in /dev/shm under a umrt name (an outside review of umrt-stat): a FIFO
+// (the reader must not block on it), a file another user could write, a segment whose writer
+// is gone though its pid lives (an exec without shutdown): none is read as a live segment.
+TEST_F(Stat, HostileAndAbandonedSegmentsAreNotReadAsLive) {
+  UMRT_SKIP_UNLESS_SIM_RUN("process-level behaviour");
+  const pid_t live = fork();
+  if (live == 0) {
+    for (;;) pause();
+  }
+  ASSERT_GT(live, 0);
+  st::Segment s{};
+  ASSERT_EQ(mkfifo(seg_path(live).c_str(), 0666), 0) << strerror(errno);
+  alarm(20);  // a reader blocking in open() would hang the test: fail it instead
+  EXPECT_EQ(st::read_segment(live, &s), st::ReadResult::bad) << "a FIFO";
+  alarm(0);
+  unlink(seg_path(live).c_str());
+  ASSERT_TRUE(write_segment(live, fake(live, st::kVersion, st::process_start_time(live))));
+  ASSERT_EQ(chmod(seg_path(live).c_str(), 0666), 0);
+  EXPECT_EQ(st::read_segment(live, &s), st::ReadResult::bad) << "writable by others";
+  ASSERT_EQ(chmod(seg_path(live).c_str(), 0400), 0);
+  // Right pid and start time, but no process holds it (its flock): abandoned.
+  EXPECT_EQ(st::read_segment(live, &s), st::ReadResult::stale) << "nobody holds it";
+  shm_unlink(st::shm_name(live).c_str());
+  kill(live, SIGKILL);
+  int status = 0;
+  waitpid(live, &status, 0);
+}
+
+// A segment held by a live process (its flock) is never swept, whatever its pid says: a process
+// of another pid namespace sharing /dev/shm (docker --ipc=host) has pids that are dead here.
+TEST_F(Stat, SweepLeavesSegmentsHeldByLiveProcesses) {
+  UMRT_SKIP_UNLESS_SIM_RUN("process-level behaviour");
+  const pid_t dead = fork();  // a pid that is dead here
+  if (dead == 0) _exit(0);
+  int status = 0;
+  ASSERT_EQ(waitpid(dead, &status, 0), dead);
+  int ready[2];
+  ASSERT_EQ(pipe(ready), 0);
+  const pid_t holder = fork();  // "the other namespace's process": holds the segment's flock
+  if (holder == 0) {
+    const int fd = shm_open(st::shm_name(dead).c_str(), O_CREAT | O_EXCL | O_RDWR, 0400);
+    const st::Segment f = fake(dead, st::kVersion, 1);
+    if (fd < 0 || write(fd, &f, sizeof f) != static_cast<ssize_t>(sizeof f) || flock(fd, LOCK_SH) != 0) _exit(1);
+    char c = 1;
+    if (write(ready[1], &c, 1) != 1) _exit(1);
+    for (;;) pause();
+  }
+  ASSERT_GT(holder, 0);
+  char c = 0;
+  ASSERT_EQ(read(ready[0], &c, 1), 1) << "the holder did not start";
+  ASSERT_EQ(umrt_shutdown(), UMRT_SUCCESS);
+  umrt_config cfg = sim_config(4 * MiB);
+  ASSERT_EQ(umrt_init(&cfg), UMRT_SUCCESS) << last_error();  // sweeps
+  EXPECT_TRUE(seg_exists(dead)) << "a segment a live process holds was swept";
+  kill(holder, SIGKILL);
+  waitpid(holder, &status, 0);
+  ASSERT_EQ(umrt_shutdown(), UMRT_SUCCESS);
+  ASSERT_EQ(umrt_init(&cfg), UMRT_SUCCESS) << last_error();
+  EXPECT_FALSE(seg_exists(dead)) << "its holder gone, the next sweep removes it";
+  shm_unlink(st::shm_name(dead).c_str());
+  close(ready[0]);
+  close(ready[1]);
+}
+
+// A full /dev/shm (a container's 64 MiB, filled by others): umrt runs on without a segment,
+// never a SIGBUS at the first store into it. In a child with its own mount namespace and a tiny
+// tmpfs on /dev/shm (root only: skipped otherwise).
+TEST_F(Stat, FullDevShmIsNoSegmentNotACrash) {
+  UMRT_SKIP_UNLESS_SIM_RUN("process-level behaviour");
+  if (geteuid() != 0) GTEST_SKIP() << "needs root (a mount namespace with a small /dev/shm)";
+  umrt_shutdown();
+  const pid_t child = fork();
+  if (child == 0) {
+    if (unshare(CLONE_NEWNS) != 0 || mount("none", "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+        mount("tmpfs", "/dev/shm", "tmpfs", 0, "size=8k") != 0)
+      _exit(77);
+    const int fill = open("/dev/shm/filler", O_CREAT | O_WRONLY, 0600);
+    char page[4096] = {1};
+    while (fill >= 0 && write(fill, page, sizeof page) == static_cast<ssize_t>(sizeof page)) {
+    }
+    // A fresh process (umrt refuses a fork child), in this mount namespace.
+    setenv("UMRT_STAT_FULL_SHM", "1", 1);
+    char exe[] = "/proc/self/exe", filter[] = "--gtest_filter=StatChild.FullShm";
+    char *argv[] = {exe, filter, nullptr};
+    execv(exe, argv);
+    _exit(5);
+  }
+  ASSERT_GT(child, 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 77) GTEST_SKIP() << "no mount namespace here";
+  EXPECT_TRUE(WIFEXITED(status)) << "the child died of signal " << (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+  EXPECT_EQ(WEXITSTATUS(status), 0);
 }

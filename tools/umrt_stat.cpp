@@ -245,7 +245,7 @@ int main(int argc, char **argv) {
   if (json) {
     st::Segment s;
     if (!snapshot(pid, &s)) return 1;
-    std::printf("%s\n", to_json(pid, s).dump(2).c_str());
+    std::printf("%s\n", to_json(pid, s).dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     return 0;
   }
   return watch(pid, interval, count, top);
