@@ -32,13 +32,15 @@ uint64_t clock_ns(clockid_t id) {
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
 
-// The segment to unlink at exit: its owner's pid (0: none), name and inode (only that file: the
-// name may be another process's by then, in another pid namespace sharing /dev/shm). A fork
-// child sees its parent's pid here, never its own, so it never removes the parent's segment.
+// The segment to unlink at exit: its owner's pid (0: none; its name follows from it) and inode
+// (only that file: the name may be another process's by then, in another pid namespace sharing
+// /dev/shm). Atomics: exit() may run its handlers while another thread starts or stops umrt. A
+// fork child sees its parent's pid here, never its own, so it never removes the parent's segment.
 std::atomic<long> g_owner{0};
-char g_name[40];
-ino_t g_ino = 0;
+std::atomic<uint64_t> g_ino{0};
 std::once_flag g_atexit_once;
+
+void segment_name(long pid, char (&name)[40]) { std::snprintf(name, sizeof name, "/umrt.%ld", pid); }
 
 // Unlink name if it is still the file with inode ino.
 void unlink_if_same(const char *name, ino_t ino) {
@@ -49,7 +51,11 @@ void unlink_if_same(const char *name, ino_t ino) {
 }
 
 void unlink_at_exit() {
-  if (g_owner.load(std::memory_order_acquire) == static_cast<long>(getpid())) unlink_if_same(g_name, g_ino);
+  const long self = static_cast<long>(getpid());
+  if (g_owner.load(std::memory_order_acquire) != self) return;
+  char name[40];
+  segment_name(self, name);
+  unlink_if_same(name, static_cast<ino_t>(g_ino.load(std::memory_order_acquire)));
 }
 
 // The file at name if it is a segment nobody holds any more (its creator died, was killed or
@@ -153,7 +159,7 @@ void StatPublisher::start_segment(Runtime *rt, uint32_t interval_ms) {
   pid_ = static_cast<long>(getpid());
   sweep_stale(pid_);
   char name[40];
-  std::snprintf(name, sizeof name, "/umrt.%ld", pid_);
+  segment_name(pid_, name);
   int fd = -1;
   for (int tries = 0; tries < 2 && fd < 0; ++tries) {
     // 0400: its owner (and root) may read it; nobody may open it for writing (the creator
@@ -211,8 +217,7 @@ void StatPublisher::start_segment(Runtime *rt, uint32_t interval_ms) {
   lk.unlock();
   update();
   __atomic_store_n(reinterpret_cast<uint64_t *>(seg_), stat::kMagic, __ATOMIC_RELEASE);
-  std::snprintf(g_name, sizeof g_name, "%s", name);
-  g_ino = ino_;
+  g_ino.store(ino_, std::memory_order_release);
   g_owner.store(pid_, std::memory_order_release);
   std::call_once(g_atexit_once, [] { std::atexit(unlink_at_exit); });
   stop_ = false;
@@ -237,7 +242,9 @@ void StatPublisher::stop() {
   if (!seg_) return;
   if (g_owner.load(std::memory_order_acquire) == pid_) {
     g_owner.store(0, std::memory_order_release);
-    unlink_if_same(g_name, ino_);
+    char name[40];
+    segment_name(pid_, name);
+    unlink_if_same(name, ino_);
   }
   munmap(seg_, sizeof(stat::Segment));
   seg_ = nullptr;
