@@ -113,11 +113,15 @@ void serve_host_page(Runtime &rt, Range &r, size_t page) {
   // page was discarded (MADV_DONTNEED). Marked CANCEL, which under a FLUSH lock says just that:
   // the write-back writes nothing for it and gives it back to the file (NONE). The reader gets
   // the file's bytes meanwhile, write-protected (a writer waits for the write-back).
+  // Mapped first, marked after: a write-back that ends in between (no mark seen) leaves a clean
+  // page holding the file's bytes, consistent; marked first, it could give the page back (NONE,
+  // nothing mapped) before the bytes land, leaving a mapping the entry does not know.
   if (entry::locked(cur) && (cur & entry::FLUSH) && entry::loc(cur) == Loc::HOST) {
+    map_discarded();
+    cur = e.load(std::memory_order_acquire);
     while (entry::locked(cur) && (cur & entry::FLUSH) && !(cur & entry::CANCEL) &&
            !entry_transition(e, cur, cur | entry::CANCEL)) {
     }
-    map_discarded();
     return;
   }
   // Held by a batch or the reclaim, perhaps reading it on this very thread: its move is
@@ -257,7 +261,9 @@ void serve_wp(Runtime &rt, Range &r, size_t page) {
       // A DEVICE (or SWAP) page that is mapped: a stale host copy (a zap that missed it, see
       // remap.cpp); the device's (swap file's) copy is the one: drop the mapping, the writer's
       // retry faults the page home.
-      if (entry::loc(old) == Loc::DEVICE || entry::loc(old) == Loc::SWAP) madvise(r.addr(page), kPageSize, MADV_DONTNEED);
+      // (A file range's NONE page that is mapped is as stale: the file's copy is the one.)
+      if (entry::loc(old) == Loc::DEVICE || entry::loc(old) == Loc::SWAP || (entry::loc(old) == Loc::NONE && r.file()))
+        madvise(r.addr(page), kPageSize, MADV_DONTNEED);
       entry_unlock(e);
     }
     rt.uffd.wake(r.addr(page), kPageSize);  // locked meanwhile: its batch wakes the writer too
